@@ -1,0 +1,75 @@
+"""The record: one per request attempt, replayable, free of secrets."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any
+
+__all__ = ["Record", "new_id"]
+
+
+def new_id(prefix: str = "") -> str:
+    """A time-ordered unique id: 12 hex digits of milliseconds, then 16 random hex digits."""
+    return f"{prefix}{int(time.time() * 1000):012x}{os.urandom(8).hex()}"
+
+
+@dataclasses.dataclass(slots=True)
+class Record:
+    """Everything known about one attempt of one request.
+
+    `request_id` is shared by all attempts of one client request (it is the value of the
+    `x-sluicegate-request-id` response header); `id` is unique per attempt; `served` marks the
+    attempt whose answer reached the client. Text fields hold what the route's capture mode
+    allows and nothing else; no key or Authorization value is ever put here.
+    """
+
+    id: str
+    request_id: str
+    attempt: int
+    attempt_reason: str  # primary | fallback | retry | shadow
+    endpoint: str  # chat.completions | completions | embeddings
+    route: str
+    variant: str
+    provider: str
+    model_requested: str
+    started_at: float  # epoch seconds
+    experiment: str | None = None
+    served: bool = False
+    correlation_id: str | None = None
+    episode_id: str | None = None
+    user_id: str | None = None
+    template_ref: str | None = None
+    retrieval_ids: list[str] = dataclasses.field(default_factory=list)
+    tags: list[str] = dataclasses.field(default_factory=list)
+    sticky_key_hash: str | None = None
+    bucket: int | None = None
+    stream: bool = False
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    capture: str = "full"  # full | redacted | refs_only
+    request: dict[str, Any] | None = None
+    response: dict[str, Any] | None = None
+    request_hash: str | None = None
+    request_bytes: int = 0
+    response_bytes: int = 0
+    model_served: str | None = None
+    system_fingerprint: str | None = None
+    finish_reason: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    usage: dict[str, Any] | None = None
+    cost_usd: float | None = None
+    first_byte_at: float | None = None
+    ended_at: float | None = None
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    upstream_status: int | None = None
+    status: int | None = None  # what the client got (served attempt) or would have got
+    outcome: str = "ok"  # ok | upstream_error | timeout | connect_error | stream_cut | client_disconnected | malformed
+    error: str | None = None
+    guards: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    cache_hit: bool = False
+    policy_version: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
