@@ -1,0 +1,177 @@
+"""The `sluicegate` command: serve, check, export, mock-upstream."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime
+
+import orjson
+
+__all__ = ["main", "parse_time"]
+
+DEFAULT_STORE = "sqlite:///./sluicegate.db"
+
+
+def _store_url(value: str | None) -> str:
+    return value or os.environ.get("SLUICEGATE_STORE") or DEFAULT_STORE
+
+
+def parse_time(value: str) -> float:
+    """Epoch seconds from `1700000000`, an ISO date/time, or an age such as `30m`, `24h`, `7d`."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw])", value.strip())
+    if match:
+        seconds = float(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[match[2]]
+        return time.time() - seconds
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a time: use epoch seconds, an ISO date like 2026-11-23T10:00, or an age like 24h"
+        ) from None
+    return parsed.timestamp()
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from proxy.config import PolicyError, load_policy
+
+    try:
+        policy = load_policy(args.policy)
+    except PolicyError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"{args.policy}: cannot read the policy: {exc.strerror}", file=sys.stderr)
+        return 1
+    print(policy.summary())
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from proxy.config import PolicyError, load_policy
+    from proxy.logs import configure_logging
+    from proxy.server import Settings, create_app
+
+    configure_logging(json=None if args.log_format == "auto" else args.log_format == "json", level=args.log_level)
+    try:
+        policy = load_policy(args.policy)
+    except PolicyError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"{args.policy}: cannot read the policy: {exc.strerror}", file=sys.stderr)
+        return 1
+    app = create_app(Settings(policy_path=args.policy, policy=policy, store_url=_store_url(args.store)))
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, loop="uvloop", http="httptools", lifespan="on",
+        access_log=False, log_level="warning", timeout_graceful_shutdown=args.graceful_timeout,
+        backlog=2048, server_header=False,
+    )
+    servers = [uvicorn.Server(config)]
+    if args.mock_upstream:
+        from proxy.mock_upstream import create_app as create_mock
+
+        host, _, port = args.mock_upstream.rpartition(":")
+        servers.append(uvicorn.Server(uvicorn.Config(
+            create_mock(), host=host or "127.0.0.1", port=int(port), loop="uvloop", http="httptools",
+            access_log=False, log_level="warning", lifespan="off")))
+
+    async def run_all() -> None:
+        await asyncio.gather(*(server.serve() for server in servers))
+
+    asyncio.run(run_all()) if len(servers) > 1 else servers[0].run()
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from proxy.records import open_store
+
+    async def run() -> int:
+        store = open_store(_store_url(args.store))
+        await store.open()
+        try:
+            rows = await store.query_records(since=args.since, until=args.until, route=args.route, limit=args.limit)
+        finally:
+            await store.close()
+        out = sys.stdout.buffer
+        for row in rows:
+            out.write(orjson.dumps(row) + b"\n")
+        out.flush()
+        print(f"exported {len(rows)} records", file=sys.stderr)
+        return 0
+
+    return asyncio.run(run())
+
+
+def _cmd_mock_upstream(args: argparse.Namespace) -> int:
+    from proxy.mock_upstream import MockConfig, load_config, serve
+
+    config = load_config(args.config) if args.config else MockConfig()
+    if args.latency_ms is not None:
+        config = config.model_copy(update={"default": config.default.model_copy(update={"latency_ms": args.latency_ms})})
+    print(f"mock upstream on http://{args.host}:{args.port}/v1", file=sys.stderr)
+    asyncio.run(serve(args.host, args.port, config))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sluicegate", description="OpenAI-compatible evaluation gateway.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--policy", required=True, help="policy YAML file")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--store", help=f"store URL (default: $SLUICEGATE_STORE or {DEFAULT_STORE})")
+    serve.add_argument("--log-format", choices=("auto", "json", "console"), default="auto",
+                       help="auto: readable on a terminal, JSON otherwise")
+    serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    serve.add_argument("--graceful-timeout", type=float, default=30.0,
+                       help="seconds in-flight requests get to finish on SIGTERM")
+    serve.add_argument("--mock-upstream", metavar="HOST:PORT",
+                       help="also run the built-in mock upstream here (demo; no provider keys needed)")
+    serve.set_defaults(func=_cmd_serve)
+
+    check = commands.add_parser("check", help="validate a policy file without serving")
+    check.add_argument("policy")
+    check.set_defaults(func=_cmd_check)
+
+    export = commands.add_parser("export", help="print records as JSON lines, newest last")
+    export.add_argument("--store", help=f"store URL (default: $SLUICEGATE_STORE or {DEFAULT_STORE})")
+    export.add_argument("--since", type=parse_time, help="epoch, ISO time, or age like 24h")
+    export.add_argument("--until", type=parse_time)
+    export.add_argument("--route")
+    export.add_argument("--limit", type=int)
+    export.add_argument("--format", choices=("jsonl",), default="jsonl")
+    export.set_defaults(func=_cmd_export)
+
+    mock = commands.add_parser("mock-upstream", help="run the OpenAI-compatible mock upstream")
+    mock.add_argument("--host", default="127.0.0.1")
+    mock.add_argument("--port", type=int, default=8081)
+    mock.add_argument("--config", help="YAML file of per-model behaviour")
+    mock.add_argument("--latency-ms", type=float, help="latency of every answer")
+    mock.set_defaults(func=_cmd_mock_upstream)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,615 @@
+"""The policy's pydantic models: strict (unknown keys are errors) and frozen.
+
+Everything a model can check on its own is checked here; names that point into other
+sections (a route's models, a scorer's judge, ...) are checked by `_crossref` afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from proxy.config._errors import suggest
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+__all__ = [
+    "DEFAULT_BASE_URLS",
+    "DEFAULT_STICKY_BY",
+    "STANDARD_SEVERITIES",
+    "Budgets",
+    "Canary",
+    "CriticalFailuresGuardrail",
+    "GuardFailureRateGuardrail",
+    "Guardrails",
+    "HumanScorer",
+    "JudgeScorer",
+    "LatencyGuardrail",
+    "Metric",
+    "ModelVariant",
+    "Passthrough",
+    "Policy",
+    "Price",
+    "Provider",
+    "Route",
+    "RuleScorer",
+    "Sampling",
+    "SamplingRule",
+    "Scorer",
+    "Server",
+    "Shadow",
+    "TaxonomyClass",
+    "TrustAfter",
+]
+
+DEFAULT_BASE_URLS: dict[str, str] = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+}
+DEFAULT_STICKY_BY: tuple[str, ...] = (
+    "header:x-sluicegate-episode",
+    "header:x-sluicegate-user",
+    "body:user",
+)
+STANDARD_SEVERITIES: tuple[str, ...] = ("critical", "major", "minor")
+GUARD_ACTIONS: tuple[str, ...] = ("flag", "retry_other_variant", "block", "fallback")
+_AUTH_HEADER_HINTS = ("auth", "key", "token", "secret", "cookie", "signature")
+
+
+def is_auth_header(name: str) -> bool:
+    """Header names whose values are treated as secrets (Authorization, X-Api-Key, ...)."""
+    lowered = name.lower()
+    return any(hint in lowered for hint in _AUTH_HEADER_HINTS)
+
+Capture = Literal["full", "redacted", "refs_only"]
+GuardAction = Literal["flag", "retry_other_variant", "block", "fallback"]
+
+
+def _name(value: str) -> str:
+    # Names travel in response headers (x-sluicegate-variant, comma-separated guard lists).
+    if not value or any(c.isspace() or c == "," or not c.isprintable() for c in value):
+        raise ValueError("a name must be non-empty, without spaces, commas or control characters")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_name)]
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Named(_Model):
+    """An entry of a name -> settings mapping; `.name` is its key (set by Policy)."""
+
+    _name: str = PrivateAttr(default="")
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+
+# --------------------------------------------------------------------------- providers
+
+
+class Provider(_Named):
+    kind: Literal["openai", "anthropic", "azure"]
+    base_url: str | None = None  # default per kind; azure requires it
+    api_key: SecretStr | None = None  # empty (e.g. `${KEY:-}` unset) means no key
+    headers: dict[str, str] = Field(default_factory=dict, repr=False)  # extra upstream headers
+    connect_timeout: float = Field(5.0, gt=0)
+    read_timeout: float = Field(120.0, gt=0)
+    max_connections: int = Field(256, ge=1)
+    forward_metadata: bool = True  # forward the body's `metadata` (minus Sluicegate's keys)
+    api_version: str | None = None  # azure
+    strip_params: list[str] = Field(default_factory=list)  # body fields this provider rejects
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_base_url(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("base_url"):
+            default = DEFAULT_BASE_URLS.get(data.get("kind"))  # type: ignore[arg-type]
+            if default is not None:
+                data = {**data, "base_url": default}
+        return data
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip()
+            return value or None
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("base_url must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("headers")
+    @classmethod
+    def _check_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not name or any(c.isspace() or c == ":" or not c.isprintable() for c in name):
+                # the header name is not secret, its value is and is not mentioned
+                raise ValueError(f"invalid header name '{name}'")
+        return value
+
+    @model_validator(mode="after")
+    def _azure_needs_url(self) -> Provider:
+        if self.kind == "azure" and self.base_url is None:
+            raise ValueError("an azure provider needs base_url (https://<resource>.openai.azure.com)")
+        return self
+
+
+# --------------------------------------------------------------------------- models
+
+
+class Price(_Model):
+    input_per_mtok: float = Field(ge=0)  # USD per million input tokens
+    output_per_mtok: float = Field(ge=0)
+    cached_input_per_mtok: float | None = Field(None, ge=0)
+
+
+class ModelVariant(_Named):
+    provider: str
+    model: str = Field(min_length=1)  # the pinned snapshot sent upstream
+    params: dict[str, Any] = Field(default_factory=dict)  # pinned params, applied over the caller's
+    price: Price | None = None
+    family: str | None = None  # e.g. openai, anthropic, llama (judge same-family warnings)
+
+    @field_validator("params")
+    @classmethod
+    def _check_params(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for reserved in ("model", "messages", "stream"):
+            if reserved in value:
+                raise ValueError(f"params cannot pin '{reserved}'")
+        return value
+
+
+# --------------------------------------------------------------------------- routes
+
+
+class Shadow(_Model):
+    model: str
+    rate: float = Field(ge=0, le=1)
+
+
+class SamplingRule(_Model):
+    """Sample at `rate` when every condition given matches."""
+
+    rate: float = Field(ge=0, le=1)
+    tag: str | None = None
+    guard_failed: bool | None = None
+    feedback: str | None = None
+    variant: str | None = None
+    metadata: dict[str, str] | None = None
+    taxonomy: str | None = None
+    severity: str | None = None
+
+    @model_validator(mode="after")
+    def _has_condition(self) -> SamplingRule:
+        if not self.conditions:
+            raise ValueError(
+                "a sampling rule needs a condition: one of tag, guard_failed, feedback, "
+                "variant, metadata, taxonomy, severity (use `default` for the base rate)"
+            )
+        return self
+
+    @property
+    def conditions(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump(exclude={"rate"}).items() if v is not None}
+
+
+class Sampling(_Model):
+    default: float = Field(0.1, ge=0, le=1)
+    rules: list[SamplingRule] = Field(default_factory=list)
+
+
+class GuardFailureRateGuardrail(_Model):
+    max_increase: float = Field(ge=0)  # absolute increase over the baseline's rate
+
+
+class LatencyGuardrail(_Model):
+    max_ratio: float = Field(gt=0)  # candidate p95 / baseline p95
+
+
+class CriticalFailuresGuardrail(_Model):
+    max: int = Field(ge=0)
+
+
+class Guardrails(_Model):
+    guard_failure_rate: GuardFailureRateGuardrail | None = None
+    latency_p95_ms: LatencyGuardrail | None = None
+    critical_failures: CriticalFailuresGuardrail | None = None
+
+
+class Canary(_Model):
+    baseline: str
+    candidate: str
+    stages: list[Annotated[float, Field(gt=0, le=100)]] = Field(min_length=1)  # percent of traffic
+    min_samples: int = Field(ge=1)  # per variant per stage
+    success_metric: str
+    non_inferiority_margin: float = Field(0.02, ge=0)
+    evaluate_every_s: float = Field(60, gt=0)
+    guardrails: Guardrails = Field(default_factory=Guardrails)
+
+    @field_validator("stages")
+    @classmethod
+    def _increasing(cls, value: list[float]) -> list[float]:
+        for before, after in zip(value, value[1:]):
+            if after <= before:
+                raise ValueError(
+                    f"stages must be strictly increasing ({_fmt(before)} then {_fmt(after)})"
+                )
+        return value
+
+    @field_validator("candidate")
+    @classmethod
+    def _two_variants(cls, value: str, info: ValidationInfo) -> str:
+        if value == info.data.get("baseline"):
+            raise ValueError("candidate must be a different model than baseline")
+        return value
+
+
+def _sticky(value: str) -> str:
+    source, sep, name = value.partition(":")
+    source = source.strip().lower()
+    name = name.strip()
+    if not sep or not name or source not in ("header", "body", "metadata"):
+        raise ValueError(f"'{value}' must be header:<name>, body:<field> or metadata:<key>")
+    if source == "header":
+        name = name.lower()
+    return f"{source}:{name}"
+
+
+def _guard(value: str | dict[str, Any]) -> str | dict[str, Any]:
+    if isinstance(value, dict):
+        if len(value) != 1:
+            raise ValueError(
+                "a guard is a name or a one-key mapping name -> options, e.g. {max_chars: 4000}"
+            )
+        (name,) = value
+        if not isinstance(name, str) or not name:
+            raise ValueError("a guard's name must be a non-empty string")
+    elif not value:
+        raise ValueError("a guard's name must be a non-empty string")
+    return value
+
+
+class Route(_Named):
+    """How requests for one `model` name are served. Exactly one of split, model, canary."""
+
+    split: dict[str, Annotated[float, Field(ge=0)]] | None = None  # model -> weight (sum 100)
+    model: str | None = None  # single-model route
+    canary: Canary | None = None
+    sticky_by: list[Annotated[str, AfterValidator(_sticky)]] = Field(
+        default_factory=lambda: list(DEFAULT_STICKY_BY)
+    )
+    salt: str | None = None  # experiment name for hashing; default: the route name
+    control: str | None = None  # set at load: split -> first key, model -> model, canary -> baseline
+    shadow: Shadow | None = None
+    fallbacks: list[str] = Field(default_factory=list)
+    guards: list[Annotated[str | dict[str, Any], AfterValidator(_guard)]] = Field(default_factory=list)
+    on_guard_failure: dict[str, GuardAction] = Field(default_factory=dict)  # guard|severity -> action
+    capture: Capture = "redacted"
+    sampling: Sampling | None = Field(default_factory=Sampling)
+    scorers: list[str] = Field(default_factory=list)
+    timeout: float | None = Field(None, gt=0)  # overall upstream deadline, seconds
+    stream_guard: Literal["flag", "buffer"] = "flag"
+    max_retries: int = Field(1, ge=0)
+
+    _variants: tuple[str, ...] = PrivateAttr(default=())
+    _guard_names: tuple[str, ...] = PrivateAttr(default=())
+
+    @field_validator("split")
+    @classmethod
+    def _weights(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("a split needs at least one model")
+        total = sum(value.values())
+        if abs(total - 100) > 1e-6:
+            raise ValueError(f"weights sum to {_fmt(total)}; they must sum to 100")
+        return value
+
+    @field_validator("control")
+    @classmethod
+    def _control_in_split(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        split = info.data.get("split")
+        if split is not None:
+            if value not in split:
+                close = suggest(value, split)
+                hint = f"; did you mean '{close}'?" if close else ""
+                raise ValueError(f"control '{value}' is not a key of split{hint}")
+        elif info.data.get("model") is not None or info.data.get("canary") is not None:
+            raise ValueError("control only applies to split routes (a canary's control is its baseline)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Route:
+        given = [k for k in ("split", "model", "canary") if getattr(self, k) is not None]
+        if len(given) != 1:
+            found = ", ".join(given) if given else "none"
+            raise ValueError(f"a route needs exactly one of split, model, canary (found {found})")
+        if self.split is not None:
+            variants = tuple(self.split)
+        elif self.canary is not None:
+            variants = (self.canary.baseline, self.canary.candidate)
+        else:
+            variants = (self.model,)  # type: ignore[assignment]
+        if self.control is None:
+            # frozen model: set once, during validation
+            object.__setattr__(self, "control", variants[0])
+        self._variants = variants
+        self._guard_names = tuple(g if isinstance(g, str) else next(iter(g)) for g in self.guards)
+        return self
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """Variant (model) names in order: split keys; (model,); (baseline, candidate)."""
+        return self._variants
+
+    @property
+    def experiment(self) -> str:
+        """The salt for sticky hashing: `salt`, or the route's name."""
+        return self.salt or self._name
+
+    @property
+    def kind(self) -> Literal["split", "model", "canary"]:
+        return "split" if self.split is not None else "canary" if self.canary is not None else "model"
+
+    @property
+    def guard_names(self) -> tuple[str, ...]:
+        return self._guard_names
+
+    def guard_options(self, name: str) -> Any:
+        """Options given to a guard (`{max_chars: 4000}` -> 4000), None for a bare name."""
+        for g in self.guards:
+            if isinstance(g, dict) and name in g:
+                return g[name]
+        return None
+
+    @property
+    def models_used(self) -> tuple[str, ...]:
+        """Every model this route may call: variants, fallbacks, shadow (no duplicates)."""
+        names = [*self._variants, *self.fallbacks]
+        if self.shadow is not None:
+            names.append(self.shadow.model)
+        return tuple(dict.fromkeys(names))
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+class Metric(_Named):
+    type: Literal["boolean", "float"]
+    level: Literal["inference", "episode"]
+    goal: Literal["maximize", "minimize"]
+    description: str | None = None
+
+
+class TaxonomyClass(_Named):
+    severity: Annotated[str, AfterValidator(_name)]  # critical | major | minor | a user severity
+    description: str | None = None
+
+
+# --------------------------------------------------------------------------- scorers
+
+
+class RuleScorer(_Named):
+    kind: Literal["rule"]
+    regex: str | None = None  # must compile (Python `re`)
+    max_chars: int | None = Field(None, ge=1)
+    json_path: str | None = None
+    pii: bool = False
+    keywords: list[str] | None = None
+    label_on_match: str = "fail"
+    taxonomy: str | None = None
+
+    _pattern: re.Pattern[str] | None = PrivateAttr(default=None)
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                where = f" at position {exc.pos}" if exc.pos is not None else ""
+                raise ValueError(f"invalid regular expression: {exc.msg}{where}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _has_check(self) -> RuleScorer:
+        checks = (self.regex, self.max_chars, self.json_path, self.pii or None, self.keywords or None)
+        if all(check is None for check in checks):
+            raise ValueError(
+                "a rule scorer needs at least one of regex, max_chars, json_path, pii, keywords"
+            )
+        if self.regex is not None:
+            self._pattern = re.compile(self.regex)
+        return self
+
+    @property
+    def pattern(self) -> re.Pattern[str] | None:
+        """`regex`, compiled once at load."""
+        return self._pattern
+
+
+class TrustAfter(_Model):
+    min_human_labels: int = Field(50, ge=0)
+    min_kappa: float = Field(0.6, ge=-1, le=1)
+
+
+class JudgeScorer(_Named):
+    kind: Literal["llm_judge"]
+    model: str
+    rubric: str  # path relative to the policy file's folder
+    labels: list[str] = Field(default_factory=lambda: ["pass", "fail"], min_length=1)
+    trust_after: TrustAfter = Field(default_factory=TrustAfter)
+    taxonomy: str | None = None
+
+    _rubric_path: Path | None = PrivateAttr(default=None)
+    _rubric_text: str | None = PrivateAttr(default=None)
+
+    @field_validator("labels")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("labels must be unique")
+        return value
+
+    @property
+    def rubric_path(self) -> Path | None:
+        """The rubric file, resolved against the policy's folder at load."""
+        return self._rubric_path
+
+    @property
+    def rubric_text(self) -> str | None:
+        """The rubric's text, read once at load (a reload re-reads it)."""
+        return self._rubric_text
+
+
+class HumanScorer(_Named):
+    kind: Literal["human"]
+    rate: float = Field(ge=0, le=1)
+    also: list[str] = Field(default_factory=list)  # extra triggers, e.g. judge_low_confidence
+
+
+Scorer = Annotated[RuleScorer | JudgeScorer | HumanScorer, Field(discriminator="kind")]
+
+
+# --------------------------------------------------------------------------- the rest
+
+
+class Budgets(_Model):
+    judge_usd_per_day: float | None = Field(None, ge=0)
+
+
+class Passthrough(_Model):
+    """Requests whose `model` names no route go, unchanged, to this provider."""
+
+    provider: str
+    capture: Capture = "redacted"
+
+
+class Server(_Model):
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1)
+
+
+class Policy(_Model):
+    providers: dict[Name, Provider]
+    models: dict[Name, ModelVariant] = Field(default_factory=dict)
+    routes: dict[Name, Route] = Field(default_factory=dict)
+    metrics: dict[Name, Metric] = Field(default_factory=dict)
+    taxonomy: dict[Name, TaxonomyClass] = Field(default_factory=dict)
+    scorers: dict[Name, Scorer] = Field(default_factory=dict)
+    budgets: Budgets = Field(default_factory=Budgets)
+    passthrough: Passthrough | None = None
+    server: Server = Field(default_factory=Server)
+
+    _source: str = PrivateAttr(default="<string>")
+    _version: str = PrivateAttr(default="")
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+
+    def model_post_init(self, context: Any, /) -> None:
+        sections = (self.providers, self.models, self.routes, self.metrics, self.taxonomy, self.scorers)
+        for section in sections:
+            for name, entry in section.items():
+                entry._name = name
+
+    def _attach(
+        self, source: str, text: str, base_dir: Path, rubrics: dict[str, tuple[Path, str]]
+    ) -> None:
+        """Called once by the loader: where the policy came from, and the rubrics it read."""
+        self._source = source
+        self._version = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+        self._base_dir = base_dir
+        for name, (path, rubric) in rubrics.items():
+            scorer = self.scorers.get(name)
+            if isinstance(scorer, JudgeScorer):
+                scorer._rubric_path = path
+                scorer._rubric_text = rubric
+
+    @property
+    def source(self) -> str:
+        """The file this policy was read from (as given), or "<string>"."""
+        return self._source
+
+    @property
+    def version(self) -> str:
+        """First 12 hex digits of the sha256 of the file's text (before interpolation)."""
+        return self._version
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths (rubrics) are resolved against."""
+        return self._base_dir
+
+    @property
+    def severities(self) -> tuple[str, ...]:
+        """critical, major, minor and any other severity the taxonomy uses."""
+        extra = [t.severity for t in self.taxonomy.values() if t.severity not in STANDARD_SEVERITIES]
+        return tuple(dict.fromkeys([*STANDARD_SEVERITIES, *extra]))
+
+    def secrets(self) -> list[str]:
+        """Every non-empty API key, and the values of auth-like provider headers, for scrubbing logs."""
+        found: list[str] = []
+        for provider in self.providers.values():
+            if provider.api_key is not None and provider.api_key.get_secret_value():
+                found.append(provider.api_key.get_secret_value())
+            for header, value in provider.headers.items():
+                if value and is_auth_header(header):
+                    found.append(value)
+        return list(dict.fromkeys(found))
+
+    def summary(self) -> str:
+        """One line for `sluicegate check`."""
+
+        def count(n: int, word: str) -> str:
+            return f"{n} {word}" + ("" if n == 1 else "s")
+
+        described = []
+        for name, route in self.routes.items():
+            if route.split is not None:
+                what = "split " + " / ".join(f"{m} {_fmt(w)}" for m, w in route.split.items())
+            elif route.canary is not None:
+                what = f"canary {route.canary.baseline} -> {route.canary.candidate}"
+            else:
+                what = f"model {route.model}"
+            described.append(f"{name}: {what}")
+        routes = count(len(self.routes), "route")
+        if described:
+            routes += f" ({'; '.join(described)})"
+        parts = [
+            count(len(self.providers), "provider"),
+            count(len(self.models), "model"),
+            routes,
+            count(len(self.scorers), "scorer"),
+        ]
+        if self.passthrough is not None:
+            parts.append(f"passthrough -> {self.passthrough.provider}")
+        return f"{self._source}: OK - {', '.join(parts)}"

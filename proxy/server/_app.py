@@ -1,0 +1,119 @@
+"""The ASGI application: endpoints, and the lifespan that builds and tears down the gateway."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator, Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from proxy.config import load_policy
+from proxy.errors import SluicegateError, error_response
+from proxy.logs import get_logger, set_secrets
+from proxy.records import Recorder, open_store
+from proxy.server._gateway import build_providers, compile_routes
+from proxy.server._inference import serve_inference
+from proxy.server._ops import healthz, list_models, readyz
+from proxy.server._state import Gateway
+
+__all__ = ["Settings", "create_app", "default_spill_path"]
+
+log = get_logger("sluicegate.server")
+
+
+@dataclasses.dataclass
+class Settings:
+    policy_path: str | Path | None = None
+    policy: Any = None  # an already-loaded Policy (tests); wins over policy_path
+    store_url: str = "sqlite:///./sluicegate.db"
+    spill_path: str | Path | None = None
+    transports: Mapping[str, httpx.AsyncBaseTransport] | None = None  # provider name -> transport (tests)
+    recorder_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def default_spill_path(store_url: str) -> Path:
+    """Next to an SQLite file; in the working directory otherwise."""
+    if store_url.startswith("sqlite:///"):
+        return Path(store_url[len("sqlite:///"):] + ".spill.jsonl")
+    return Path("sluicegate.spill.jsonl")
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: Starlette) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    policy = settings.policy if settings.policy is not None else load_policy(settings.policy_path)
+    set_secrets(policy.secrets())
+    providers = build_providers(policy, settings.transports)
+    store = open_store(settings.store_url)
+    try:
+        await store.open()
+    except Exception as exc:  # the recorder spills until the store can be reached
+        log.error("store_open_failed", store=store.url, error=str(exc))
+    recorder = Recorder(store, spill_path=settings.spill_path or default_spill_path(settings.store_url),
+                        **dict(settings.recorder_options))
+    await recorder.start()
+    app.state.gateway = Gateway(policy=policy, routes=compile_routes(policy), providers=providers,
+                                recorder=recorder, store=store, max_body_bytes=policy.server.max_body_bytes)
+    log.info("ready", policy=str(policy.source), version=policy.version, routes=sorted(policy.routes),
+             store=store.url)
+    try:
+        yield
+    finally:
+        log.info("shutting_down")
+        await recorder.stop()
+        for adapter in providers.values():
+            await adapter.close()
+        await store.close()
+        log.info("stopped", recorder=recorder.stats())
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return _shaped(404, f"no endpoint at {request.url.path}", "not_found")
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    return _shaped(405, f"{request.method} is not allowed on {request.url.path}", "method_not_allowed")
+
+
+async def _sluicegate_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SluicegateError)
+    return error_response(exc)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("internal_error", path=request.url.path)
+    return _shaped(500, "internal error in Sluicegate (the upstream was not at fault); see the server log",
+                   "internal_error", "server_error")
+
+
+def _shaped(status: int, message: str, code: str, type_: str = "invalid_request_error") -> Response:
+    error = SluicegateError(message, code=code)
+    error.status, error.type = status, type_
+    return error_response(error)
+
+
+def create_app(settings: Settings) -> Starlette:
+    routes = [
+        Route("/v1/chat/completions", partial(serve_inference, endpoint="chat.completions"), methods=["POST"]),
+        Route("/v1/completions", partial(serve_inference, endpoint="completions"), methods=["POST"]),
+        Route("/v1/embeddings", partial(serve_inference, endpoint="embeddings"), methods=["POST"]),
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=_lifespan,
+        exception_handlers={404: _not_found, 405: _method_not_allowed, SluicegateError: _sluicegate_error,
+                            Exception: _internal_error},
+    )
+    app.state.settings = settings
+    return app

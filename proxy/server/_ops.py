@@ -1,0 +1,52 @@
+"""Operational endpoints: liveness, readiness with detail, and the model list (the routes)."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from proxy.server._state import Gateway
+
+__all__ = ["healthz", "readyz", "list_models"]
+
+_STARTED = int(time.time())
+
+
+def _json(data: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+async def healthz(request: Request) -> Response:
+    return _json({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """Ready when the policy is loaded and the upstream pools exist.
+
+    A failing store does not make the gateway unready — requests keep flowing and records are
+    spilled to disk — but it shows here as `degraded`, with the recorder's counts.
+    """
+    gateway: Gateway | None = getattr(request.app.state, "gateway", None)
+    if gateway is None:
+        return _json({"status": "starting", "policy": None}, 503)
+    recorder = gateway.recorder.stats()
+    degraded = not recorder.get("store_healthy", True) or recorder.get("dropped", 0) > 0
+    policy = gateway.policy
+    body = {
+        "status": "degraded" if degraded else "ready",
+        "policy": {"source": str(policy.source), "version": policy.version, "routes": sorted(gateway.routes)},
+        "providers": {name: {"kind": adapter.kind, "pool": "ready"} for name, adapter in gateway.providers.items()},
+        "store": {"url": gateway.store.url, "writable": recorder.get("store_healthy", True)},
+        "recorder": recorder,
+    }
+    return _json(body)
+
+
+async def list_models(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    data = [{"id": name, "object": "model", "created": _STARTED, "owned_by": "sluicegate"}
+            for name in gateway.routes]
+    return _json({"object": "list", "data": data})

@@ -1,0 +1,128 @@
+"""Relaying an upstream stream to the client event by event, as it arrives — never buffered.
+
+Each event is parsed once to assemble the answer for the record (and, later, the guards). The
+usage chunk we asked for on the client's behalf is dropped; everything else is passed on as the
+upstream sent it. If the client goes away the upstream stream is closed at once; if the upstream
+breaks mid-stream the client gets an SSE error event (the OpenAI SDK raises on it) rather than a
+silently truncated answer. Either way the record says what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+
+import orjson
+from starlette.types import Receive, Scope, Send
+
+from proxy.assembly import StreamAssembler
+from proxy.errors import UpstreamError, error_body
+from proxy.logs import get_logger
+from proxy.providers import UpstreamStream, event_data
+from proxy.records import Record
+from proxy.server._answers import access_log, describe_answer
+from proxy.server._state import Gateway
+
+__all__ = ["RelayResponse"]
+
+log = get_logger("sluicegate.relay")
+
+_SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+                (b"x-accel-buffering", b"no")]
+
+
+class RelayResponse:
+    def __init__(self, gateway: Gateway, upstream: UpstreamStream, record: Record, drop_usage_chunk: bool,
+                 headers: Mapping[str, str], clock: float) -> None:
+        self.gateway = gateway
+        self.upstream = upstream
+        self.record = record
+        self.drop_usage_chunk = drop_usage_chunk
+        self.headers = [*_SSE_HEADERS, *((k.encode(), v.encode()) for k, v in headers.items())]
+        self.clock = clock
+        self.assembler = StreamAssembler()
+        self.saw_done = False
+        self.bytes_sent = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        disconnected = asyncio.Event()
+
+        async def watch_for_disconnect() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            disconnected.set()
+            task.cancel()
+
+        watcher = asyncio.create_task(watch_for_disconnect())
+        outcome, error = "ok", None
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+            await self._relay(send)
+            if not self.saw_done:
+                outcome, error = "stream_cut", "upstream ended the stream without [DONE]"
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not disconnected.is_set():
+                outcome, error = "cancelled", "the server stopped the stream"
+                raise
+            task.uncancel()
+            outcome, error = "client_disconnected", "the client closed the connection mid-stream"
+        except UpstreamError as exc:
+            outcome, error = "stream_cut", exc.message
+            await self._send_error(send, exc)
+        except OSError:
+            outcome, error = "client_disconnected", "the client closed the connection mid-stream"
+        finally:
+            watcher.cancel()
+            self._finish(outcome, error)
+            await self.upstream.aclose()
+
+    async def _relay(self, send: Send) -> None:
+        record = self.record
+        assembler = self.assembler
+        first = True
+        async for event in self.upstream.events():
+            data = event_data(event)
+            if data is not None:
+                if data == b"[DONE]":
+                    self.saw_done = True
+                else:
+                    try:
+                        chunk = orjson.loads(data)
+                    except orjson.JSONDecodeError:
+                        record.error = "upstream sent an SSE event that is not JSON"
+                    else:
+                        if isinstance(chunk, dict):
+                            assembler.add(chunk)
+                            if self.drop_usage_chunk and not chunk.get("choices") and chunk.get("usage"):
+                                continue
+            if first:
+                record.ttft_ms = round((time.perf_counter() - self.clock) * 1000, 3)
+                first = False
+            self.bytes_sent += len(event)
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+
+    async def _send_error(self, send: Send, exc: UpstreamError) -> None:
+        payload = error_body(exc.message, exc.type, None, exc.code)
+        try:
+            await send({"type": "http.response.body", "body": b"data: " + payload + b"\n\n", "more_body": False})
+        except OSError:
+            pass
+
+    def _finish(self, outcome: str, error: str | None) -> None:
+        record = self.record
+        record.ended_at = time.time()
+        record.latency_ms = round((time.perf_counter() - self.clock) * 1000, 3)
+        record.status = 200
+        record.outcome = outcome if record.error is None or outcome != "ok" else "malformed"
+        record.error = error or record.error
+        record.response_bytes = self.bytes_sent
+        answer = self.assembler.result()
+        record.response = answer
+        describe_answer(self.gateway, record, answer)
+        self.gateway.recorder.submit(record)
+        access_log(record.request_id, record.route, record.variant, 200, self.clock, record.attempt,
+                   error=error, level="info" if outcome == "ok" else "warning")

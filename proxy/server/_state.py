@@ -1,0 +1,21 @@
+"""Gateway: what the request path reads — swapped as a whole when the policy changes."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from proxy.providers import ProviderAdapter
+from proxy.server._gateway import CompiledRoute
+
+__all__ = ["Gateway"]
+
+
+@dataclasses.dataclass(slots=True)
+class Gateway:
+    policy: Any  # proxy.config.Policy
+    routes: dict[str, CompiledRoute]
+    providers: dict[str, ProviderAdapter]
+    recorder: Any  # proxy.records.Recorder
+    store: Any  # proxy.records.RecordStore
+    max_body_bytes: int
