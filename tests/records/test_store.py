@@ -1,0 +1,227 @@
+"""SQLite record store: schema, WAL, idempotent writes, queries."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+import threading
+from pathlib import Path
+
+import orjson
+import pytest
+
+from proxy.records import Record, RecordStore, SQLiteStore, open_store
+
+
+def rec(i: int, **kw: object) -> Record:
+    base = dict(id=f"rec-{i:05d}", request_id=f"req-{i // 2:05d}", attempt=1 + i % 2, attempt_reason="primary",
+                endpoint="chat.completions", route="support-bot", variant="prod", provider="openai",
+                model_requested="gpt-4o-2024-08-06", started_at=1_700_000_000.0 + i,
+                request={"model": "support-bot", "messages": [{"role": "user", "content": f"question {i}"}]},
+                params={"temperature": 0}, tags=["vip"], status=200, served=i % 2 == 1)
+    base.update(kw)
+    return Record(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def store(tmp_path: Path):
+    s = open_store(f"sqlite:///{tmp_path}/data/records.db?busy_timeout_ms=50")
+    await s.open()
+    yield s
+    await s.close()
+
+
+# --- URLs ---------------------------------------------------------------------------------------
+
+
+def test_open_store_urls(tmp_path: Path) -> None:
+    s = open_store("sqlite:///relative/dir/records.db")
+    assert isinstance(s, SQLiteStore) and isinstance(s, RecordStore)
+    assert s.path == "relative/dir/records.db" and s.url == "sqlite:///relative/dir/records.db"
+    assert s.busy_timeout_ms == 2000
+    s = open_store(f"sqlite:///{tmp_path}/abs.db")  # tmp_path is absolute: four slashes
+    assert s.path == f"{tmp_path}/abs.db"
+    assert open_store("sqlite:////var/lib/x.db?busy_timeout_ms=250").busy_timeout_ms == 250
+    assert open_store("sqlite:////var/lib/x.db", busy_timeout_ms=10).busy_timeout_ms == 10
+    assert open_store("sqlite:///:memory:").path == ":memory:"
+
+
+@pytest.mark.parametrize("url,message", [
+    ("postgresql://user:hunter2@db/sluicegate", "postgresql:// comes with the scale-out work"),
+    ("postgres://user:hunter2@db/sluicegate", "postgresql:// comes with the scale-out work"),
+    ("mysql://user:hunter2@db/x", "unsupported URL scheme 'mysql'"),
+    ("sqlite://records.db", "three slashes"),
+    ("sqlite:///", "no file path"),
+    ("records.db", "sqlite:///"),
+    ("sqlite:///x.db?timeout=5", "unknown SQLite URL parameter"),
+    ("sqlite:///x.db?busy_timeout_ms=soon", "integer"),
+])
+def test_open_store_rejects(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as info:
+        open_store(url)
+    assert "hunter2" not in str(info.value)
+
+
+# --- schema -------------------------------------------------------------------------------------
+
+
+async def test_fresh_store_creates_schema_with_wal(store: SQLiteStore) -> None:
+    assert Path(store.path).exists()
+    conn = sqlite3.connect(store.path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {"records", "schema_version"} <= tables
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        cols = [r[1] for r in conn.execute("PRAGMA table_info(records)")]
+        assert cols == ["id", "request_id", "attempt", "served", "started_at", "route", "variant", "experiment",
+                        "episode_id", "correlation_id", "user_id", "provider", "model_requested", "model_served",
+                        "status", "outcome", "request_hash", "data"]
+        indexes = {r[0]: r[1] for r in conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type='index' AND sql IS NOT NULL")}
+        index_cols = {tuple(c[2] for c in conn.execute(f"PRAGMA index_info({name})")) for name in indexes}
+        assert index_cols == {("route", "started_at"), ("request_id",), ("episode_id",), ("started_at",)}
+        pk = [r for r in conn.execute("PRAGMA table_info(records)") if r[5]]
+        assert [r[1] for r in pk] == ["id"]
+    finally:
+        conn.close()
+
+
+async def test_reopen_keeps_data_and_schema(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/r.db"
+    s = open_store(url)
+    await s.open()
+    await s.write_records([rec(1)])
+    await s.close()
+    await s.close()  # idempotent
+    s = open_store(url)
+    await s.open()
+    assert await s.count_records() == 1
+    await s.close()
+    conn = sqlite3.connect(f"{tmp_path}/r.db")
+    assert conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 1
+    conn.close()
+
+
+async def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    s = open_store(f"sqlite:///{tmp_path}/r.db")
+    await s.open()
+    await s.close()
+    conn = sqlite3.connect(f"{tmp_path}/r.db")
+    conn.execute("INSERT INTO schema_version VALUES (2, 0)")
+    conn.commit()
+    conn.close()
+    s = open_store(f"sqlite:///{tmp_path}/r.db")
+    with pytest.raises(RuntimeError, match="schema version 2"):
+        await s.open()
+    await s.close()
+
+
+async def test_use_before_open_fails(tmp_path: Path) -> None:
+    s = open_store(f"sqlite:///{tmp_path}/r.db")
+    with pytest.raises(RuntimeError, match="not open"):
+        await s.count_records()
+
+
+# --- writes -------------------------------------------------------------------------------------
+
+
+async def test_writes_are_idempotent(store: SQLiteStore) -> None:
+    assert await store.write_records([rec(1), rec(2), rec(3)]) == 3
+    assert await store.write_records([rec(1), rec(2), rec(3)]) == 0
+    assert await store.write_records([rec(3), rec(4)]) == 1
+    assert await store.write_records([]) == 0
+    # the same id inside one batch
+    assert await store.write_records([rec(5), rec(5)]) == 1
+    assert await store.count_records() == 5
+
+
+async def test_records_and_dicts_store_the_same_row(store: SQLiteStore) -> None:
+    r1 = rec(1, episode_id="ep-1", correlation_id="c-1", user_id="u-1", model_served="gpt-4o-2024-08-06",
+             outcome="ok", request_hash="ab" * 32, experiment="exp")
+    r2 = dataclasses.replace(r1, id="rec-dict")
+    await store.write_records([r1])
+    await store.write_records([dataclasses.asdict(r2)])
+    rows = await store.query_records()
+    assert rows[0] == dataclasses.asdict(r1)
+    assert rows[1] == dataclasses.asdict(r2)
+    conn = sqlite3.connect(store.path)
+    cols = conn.execute(
+        "SELECT request_id, attempt, served, started_at, route, variant, experiment, episode_id, correlation_id,"
+        " user_id, provider, model_requested, model_served, status, outcome, request_hash, data"
+        " FROM records WHERE id = ?", (r1.id,)).fetchone()
+    conn.close()
+    assert cols[:16] == ("req-00000", 2, 1, 1_700_000_001.0, "support-bot", "prod", "exp", "ep-1", "c-1", "u-1",
+                         "openai", "gpt-4o-2024-08-06", "gpt-4o-2024-08-06", 200, "ok", "ab" * 32)
+    assert isinstance(cols[16], str) and orjson.loads(cols[16]) == dataclasses.asdict(r1)
+
+
+async def test_a_bad_row_fails_the_whole_batch(store: SQLiteStore) -> None:
+    with pytest.raises(ValueError, match="without an id"):
+        await store.write_records([rec(1), {"route": "x"}])
+    with pytest.raises(TypeError):
+        await store.write_records([rec(2), rec(3, params={"bad": {1, 2}})])
+    assert await store.count_records() == 0
+    assert await store.write_records([rec(1)]) == 1  # the store is still usable
+
+
+# --- queries ------------------------------------------------------------------------------------
+
+
+async def test_query_filters_and_order(store: SQLiteStore) -> None:
+    rows = [rec(i, route="a" if i % 3 else "b") for i in range(10)]
+    rows.append(rec(100, started_at=1_700_000_005.0, id="rec-00005-z"))  # same time as rec-00005
+    rows.append(rec(101, started_at=1_700_000_005.0, id="rec-00005-a"))
+    await store.write_records(list(reversed(rows)))
+    everything = await store.query_records()
+    assert [r["id"] for r in everything] == [
+        "rec-00000", "rec-00001", "rec-00002", "rec-00003", "rec-00004", "rec-00005", "rec-00005-a",
+        "rec-00005-z", "rec-00006", "rec-00007", "rec-00008", "rec-00009"]
+    assert [r["id"] for r in await store.query_records(since=1_700_000_008.0)] == ["rec-00008", "rec-00009"]
+    assert [r["id"] for r in await store.query_records(until=1_700_000_002.0)] == ["rec-00000", "rec-00001"]
+    assert [r["id"] for r in await store.query_records(since=1_700_000_002.0, until=1_700_000_004.0)] == [
+        "rec-00002", "rec-00003"]
+    assert [r["id"] for r in await store.query_records(route="b")] == [
+        "rec-00000", "rec-00003", "rec-00006", "rec-00009"]
+    assert [r["id"] for r in await store.query_records(request_id="req-00001")] == ["rec-00002", "rec-00003"]
+    assert [r["id"] for r in await store.query_records(route="a", limit=3)] == [
+        "rec-00001", "rec-00002", "rec-00004"]
+    assert await store.query_records(route="nope") == []
+    assert await store.count_records() == 12
+
+
+# --- faults and threads -------------------------------------------------------------------------
+
+
+async def test_exclusive_lock_makes_writes_and_ping_fail(store: SQLiteStore) -> None:
+    await store.ping()
+    blocker = sqlite3.connect(store.path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await store.write_records([rec(1)])
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await store.ping()
+        assert await store.count_records() == 0  # WAL: readers are not blocked
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    await store.ping()
+    assert await store.write_records([rec(1)]) == 1
+
+
+async def test_all_database_work_runs_on_one_thread(store: SQLiteStore) -> None:
+    seen: set[int] = set()
+    original = store._connection
+
+    def spy() -> sqlite3.Connection:
+        seen.add(threading.get_ident())
+        return original()
+
+    store._connection = spy  # type: ignore[method-assign]
+    await store.write_records([rec(i) for i in range(3)])
+    await store.ping()
+    await store.query_records()
+    await store.count_records()
+    assert len(seen) == 1 and threading.get_ident() not in seen
+
