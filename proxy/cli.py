@@ -61,7 +61,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     from proxy.config import PolicyError, load_policy
     from proxy.logs import configure_logging
-    from proxy.server import Settings, create_app
+    from proxy.server import Settings, create_app, run_servers
 
     configure_logging(json=None if args.log_format == "auto" else args.log_format == "json", level=args.log_level)
     try:
@@ -78,19 +78,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         access_log=False, log_level="warning", timeout_graceful_shutdown=args.graceful_timeout,
         backlog=2048, server_header=False,
     )
-    servers = [uvicorn.Server(config)]
+    configs = [config]
     if args.mock_upstream:
         from proxy.mock_upstream import create_app as create_mock
 
         host, _, port = args.mock_upstream.rpartition(":")
-        servers.append(uvicorn.Server(uvicorn.Config(
-            create_mock(), host=host or "127.0.0.1", port=int(port), loop="uvloop", http="httptools",
-            access_log=False, log_level="warning", lifespan="off")))
-
-    async def run_all() -> None:
-        await asyncio.gather(*(server.serve() for server in servers))
-
-    asyncio.run(run_all()) if len(servers) > 1 else servers[0].run()
+        configs.append(uvicorn.Config(create_mock(), host=host or "127.0.0.1", port=int(port), loop="uvloop",
+                                      http="httptools", access_log=False, log_level="warning", lifespan="off"))
+    run_servers(configs)
     return 0
 
 

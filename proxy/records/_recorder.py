@@ -41,6 +41,7 @@ import orjson
 import structlog
 
 from proxy.records._model import Record
+from proxy.records._seal import encode_row
 from proxy.records._store import RecordStore
 
 __all__ = ["Recorder"]
@@ -114,7 +115,7 @@ class Recorder:
             return
         # Past the bound (or after stop): the one place with I/O on the request path.
         try:
-            line = orjson.dumps(record) + b"\n"
+            line = encode_row(record) + b"\n"
         except Exception as exc:  # noqa: BLE001 - an unencodable record must not fail the request
             self._drop(1, "record cannot be encoded", exc)
             return
@@ -170,7 +171,7 @@ class Recorder:
                 reasons.append("record has no id")
                 continue
             try:
-                lines.append(orjson.dumps(rec))
+                lines.append(encode_row(rec))
             except Exception as exc:  # noqa: BLE001
                 reasons.append(f"record cannot be encoded ({_error_text(exc)})")
         if not lines:

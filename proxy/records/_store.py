@@ -27,6 +27,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from proxy.records._model import Record
+from proxy.records._seal import encode_row
 
 __all__ = ["INDEXED_COLUMNS", "SCHEMA_VERSION", "RecordStore", "SQLiteStore", "open_store"]
 
@@ -136,7 +137,7 @@ def _row_params(row: Mapping[str, Any] | Record) -> list[Any]:
     served = values[_SERVED]
     if served is not None:
         values[_SERVED] = int(bool(served))
-    values.append(orjson.dumps(row).decode())
+    values.append(encode_row(row).decode())
     return values
 
 

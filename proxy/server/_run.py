@@ -1,0 +1,43 @@
+"""Running uvicorn servers in one process, stopping all of them cleanly on SIGTERM or SIGINT.
+
+uvicorn re-raises the signal after its graceful shutdown (so the process dies of SIGTERM) and each
+server installs its own handlers (so a second server steals the first one's). A gateway that
+drained in-flight requests and flushed its records has done its job and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Generator, Sequence
+
+import uvicorn
+import uvloop
+
+__all__ = ["run_servers"]
+
+
+class _QuietServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield  # run_servers owns the signals
+
+
+def run_servers(configs: Sequence[uvicorn.Config]) -> None:
+    servers = [_QuietServer(config) for config in configs]
+
+    def stop(signum: int, frame: object) -> None:
+        for server in servers:
+            server.handle_exit(signum, None)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        uvloop.run(_serve_all(servers))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+async def _serve_all(servers: Sequence[uvicorn.Server]) -> None:
+    await asyncio.gather(*(server.serve() for server in servers))
