@@ -43,7 +43,6 @@ class Record:
     template_ref: str | None = None
     retrieval_ids: list[str] = dataclasses.field(default_factory=list)
     tags: list[str] = dataclasses.field(default_factory=list)
-    sticky_key_hash: str | None = None
     bucket: int | None = None
     stream: bool = False
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
