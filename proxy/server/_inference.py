@@ -48,9 +48,8 @@ async def serve_inference(request: Request, endpoint: str) -> Response:
         headers["x-sluicegate-route"] = route_name
         headers["x-sluicegate-variant"] = assignment.variant
         stream = bool(body.get("stream")) and endpoint in STREAMING_ENDPOINTS
-        deadline = clock + gateway.routes[route_name].timeout if route_name in gateway.routes and \
-            gateway.routes[route_name].timeout else None
-        attempt_no = 0
+        route = gateway.routes.get(route_name)
+        deadline = clock + route.timeout if route is not None and route.timeout else None
         for attempt_no, (variant, reason) in enumerate(plan, 1):
             record = _new_record(gateway, request_id, attempt_no, reason, endpoint, route_name, variant,
                                  body, meta, assignment, splitter, started_at if attempt_no == 1 else time.time())

@@ -117,7 +117,9 @@ class RelayResponse:
         record.ended_at = time.time()
         record.latency_ms = round((time.perf_counter() - self.clock) * 1000, 3)
         record.status = 200
-        record.outcome = outcome if record.error is None or outcome != "ok" else "malformed"
+        if outcome == "ok" and record.error:  # the stream completed, but an event was not JSON
+            outcome = "malformed"
+        record.outcome = outcome
         record.error = error or record.error
         record.response_bytes = self.bytes_sent
         answer = self.assembler.result()
