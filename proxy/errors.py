@@ -6,7 +6,8 @@ secret (no API key, no Authorization value, no upstream URL query string).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import orjson
 from starlette.responses import Response
@@ -22,6 +23,7 @@ __all__ = [
     "UpstreamBadResponse",
     "UpstreamHTTPError",
     "ServiceUnavailable",
+    "GuardBlocked",
     "error_body",
     "error_response",
 ]
@@ -60,6 +62,20 @@ class PayloadTooLarge(InvalidRequest):
 class RouteNotFound(InvalidRequest):
     status = 404
     code = "model_not_found"
+
+
+class GuardBlocked(SluicegateError):
+    """The answer failed a guard whose action is `block`; it is recorded, never returned."""
+
+    status = 422
+    type = "invalid_response_error"
+    code = "guard_failed"
+    log_level = "warning"
+
+    def __init__(self, failures: Sequence[Any]) -> None:
+        named = "; ".join(f"guard '{f.guard}' ({f.taxonomy}, {f.severity}): {f.detail}" for f in failures)
+        super().__init__(f"the upstream's answer was blocked: {named}", param=None)
+        self.failures = list(failures)
 
 
 class ServiceUnavailable(SluicegateError):

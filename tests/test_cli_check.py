@@ -53,3 +53,21 @@ def test_shipped_policies_pass_check():
         result = subprocess.run([sys.executable, "-m", "proxy", "check", str(policy)], capture_output=True,
                                 text=True, timeout=30)
         assert result.returncode == 0, f"{policy}: {result.stderr}"
+
+
+@pytest.mark.parametrize("guards,fragment", [
+    ("[tool_params, max_char]", "unknown guard 'max_char'"),
+    ("[{max_chars: many}]", "max_chars"),
+    ("[{regex_deny: {patterns: ['x'], taxonomy: leaked_secret}}]", "taxonomy class 'leaked_secret'"),
+])
+def test_policy_naming_an_unknown_guard_or_class_is_refused(tmp_path, guards, fragment):
+    result = check(tmp_path, GOOD + f"    guards: {guards}\n")
+    assert result.returncode == 1
+    assert "policy.yaml:9" in result.stderr and "routes.support-bot.guards[" in result.stderr
+    assert fragment in result.stderr
+
+
+def test_custom_class_declared_in_taxonomy_is_accepted(tmp_path):
+    text = GOOD + "    guards: [{regex_deny: {patterns: ['x'], taxonomy: leaked_secret}}]\n" \
+        "taxonomy:\n  leaked_secret: {severity: critical}\n"
+    assert check(tmp_path, text).returncode == 0

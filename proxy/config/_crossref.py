@@ -13,6 +13,7 @@ from typing import Any
 from proxy.config._errors import PathT, PolicyIssue, suggest, unknown_name
 from proxy.config._locate import Locator
 from proxy.config._models import STANDARD_SEVERITIES
+from proxy.guards import DEFAULT_TAXONOMY, build_guards, guard_classes
 
 __all__ = ["check_references"]
 
@@ -37,6 +38,8 @@ class _Checker:
             name: [str(k) for k in _section(data, name)]
             for name in ("providers", "models", "metrics", "taxonomy", "scorers")
         }
+        # the built-in classes of the guards are always known (policies/taxonomy/default.yaml lists them)
+        self.known["taxonomy"] = list(dict.fromkeys([*self.known["taxonomy"], *DEFAULT_TAXONOMY]))
         severities = list(STANDARD_SEVERITIES)
         for entry in _section(data, "taxonomy").values():
             if isinstance(entry, dict) and isinstance(entry.get("severity"), str):
@@ -96,11 +99,12 @@ class _Checker:
                 self.severity((*where, "severity"), rule.get("severity"))
 
         guards: list[str] = []
-        for _, guard in _items(route.get("guards")):
+        for i, guard in _items(route.get("guards")):
             if isinstance(guard, str):
                 guards.append(guard)
             elif isinstance(guard, dict) and len(guard) == 1:
                 guards.append(str(next(iter(guard))))
+            self.guard((*at, "guards", i), guard)
         on_failure = route.get("on_guard_failure")
         if isinstance(on_failure, dict):
             allowed = [*guards, *self.severities]
@@ -122,6 +126,21 @@ class _Checker:
                     )
                 )
             # the values (flag | retry_other_variant | block | fallback) are checked by the model
+
+    def guard(self, path: PathT, spec: Any) -> None:
+        """A guard must exist, take its options, and emit only classes the taxonomy knows."""
+        if not isinstance(spec, (str, dict)):
+            return
+        try:
+            build_guards([spec])
+        except ValueError as exc:
+            message = str(exc).split(": ", 1)[-1] if str(exc).startswith("guards[") else str(exc)
+            self.issues.append(self.locator.issue(path, message))
+            return
+        for name in sorted(guard_classes(spec) - set(self.known["taxonomy"])):
+            message = (f"this guard can report taxonomy class '{name}', which the taxonomy does not define; "
+                       f"add it under `taxonomy:` with a severity")
+            self.issues.append(self.locator.issue(path, message))
 
     def severity(self, path: PathT, value: Any) -> None:
         if isinstance(value, str) and value not in self.severities:

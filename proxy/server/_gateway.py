@@ -8,11 +8,12 @@ from typing import Any
 
 import httpx
 
+from proxy.guards import DEFAULT_TAXONOMY, GuardChain, build_guards
 from proxy.logs import get_logger
 from proxy.providers import ProviderAdapter, build_provider
 from proxy.routing import Splitter, StickySpec, parse_sticky
 
-__all__ = ["CompiledRoute", "compile_routes", "build_providers"]
+__all__ = ["AttemptPlan", "CompiledRoute", "build_providers", "compile_routes", "effective_taxonomy"]
 
 log = get_logger("sluicegate.gateway")
 
@@ -28,12 +29,38 @@ class CompiledRoute:
     fallbacks: tuple[str, ...]
     capture: str
     timeout: float | None
+    guards: GuardChain | None = None
+    actions: Mapping[str, str] = dataclasses.field(default_factory=dict)  # guard or severity -> action
+    max_retries: int = 1
+    buffer_streams: bool = False
 
-    def plan(self, variant: str) -> list[tuple[str, str]]:
-        """The variants to try in order, with why: the assigned one, then each fallback once."""
-        steps = [(variant, "primary")]
-        steps.extend((name, "fallback") for name in self.fallbacks if name != variant)
-        return steps
+    def plan(self, variant: str) -> AttemptPlan:
+        return AttemptPlan(variant, tuple(self.config.variants), self.fallbacks)
+
+
+class AttemptPlan:
+    """Which variant to try next, and why: fallbacks after an upstream fault, any other variant
+    (then the fallbacks) after an answer failed a guard whose action is `retry_other_variant`."""
+
+    __slots__ = ("tried", "_variants", "_fallbacks")
+
+    def __init__(self, first: str, variants: tuple[str, ...], fallbacks: tuple[str, ...]) -> None:
+        self.tried = [first]
+        self._variants = variants
+        self._fallbacks = fallbacks
+
+    def _next(self, candidates: tuple[str, ...]) -> str | None:
+        for name in candidates:
+            if name not in self.tried:
+                self.tried.append(name)
+                return name
+        return None
+
+    def after_upstream_error(self) -> str | None:
+        return self._next(self._fallbacks)
+
+    def after_guard_failure(self, fallbacks_only: bool = False) -> str | None:
+        return self._next(self._fallbacks if fallbacks_only else self._variants + self._fallbacks)
 
 
 def _weights(name: str, route: Any) -> dict[str, float]:
@@ -47,7 +74,13 @@ def _weights(name: str, route: Any) -> dict[str, float]:
     return {canary.baseline: 100.0 - first, canary.candidate: first} if first < 100 else {canary.candidate: 100.0}
 
 
+def effective_taxonomy(policy: Any) -> dict[str, str]:
+    """Class -> severity: the built-in classes, overridden and extended by the policy's `taxonomy:`."""
+    return {**DEFAULT_TAXONOMY, **{name: entry.severity for name, entry in policy.taxonomy.items()}}
+
+
 def compile_routes(policy: Any) -> dict[str, CompiledRoute]:
+    taxonomy = effective_taxonomy(policy)
     compiled = {}
     for name, route in policy.routes.items():
         weights = {k: v for k, v in _weights(name, route).items() if v > 0} or _weights(name, route)
@@ -59,6 +92,10 @@ def compile_routes(policy: Any) -> dict[str, CompiledRoute]:
             fallbacks=tuple(route.fallbacks),
             capture=route.capture,
             timeout=route.timeout,
+            guards=build_guards(route.guards, taxonomy) if route.guards else None,
+            actions=dict(route.on_guard_failure),
+            max_retries=route.max_retries,
+            buffer_streams=route.stream_guard == "buffer",
         )
     return compiled
 

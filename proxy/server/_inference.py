@@ -16,14 +16,16 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from proxy.errors import RouteNotFound, SluicegateError, UpstreamError, UpstreamTimeout, error_response
+from proxy.errors import GuardBlocked, RouteNotFound, SluicegateError, UpstreamError, UpstreamTimeout, error_response
 from proxy.logs import get_logger
 from proxy.metadata import RequestMeta, read_meta
 from proxy.providers import UpstreamCall, UpstreamReply
 from proxy.records import Record, new_id
-from proxy.routing import Assignment, Splitter, sticky_key
+from proxy.guards import GuardResult
+from proxy.routing import Assignment, sticky_key
 from proxy.server._answers import PASSTHROUGH_VARIANT, access_log, describe_answer
-from proxy.server._relay import RelayResponse
+from proxy.server._gateway import CompiledRoute
+from proxy.server._relay import RelayResponse, buffer_stream
 from proxy.server._request import check_fields, read_json_body
 from proxy.server._state import Gateway
 
@@ -44,80 +46,98 @@ async def serve_inference(request: Request, endpoint: str) -> Response:
         raw, body = await read_json_body(request, gateway.max_body_bytes)
         check_fields(endpoint, body)
         meta = read_meta(request.headers, body)
-        route_name, assignment, plan, splitter = _route(gateway, request, body)
+        route, assignment = _route(gateway, request, body)
+        route_name = route.name if route is not None else body["model"]
         headers["x-sluicegate-route"] = route_name
-        headers["x-sluicegate-variant"] = assignment.variant
         stream = bool(body.get("stream")) and endpoint in STREAMING_ENDPOINTS
-        route = gateway.routes.get(route_name)
+        guards = route.guards if route is not None and endpoint != "embeddings" else None
         deadline = clock + route.timeout if route is not None and route.timeout else None
-        for attempt_no, (variant, reason) in enumerate(plan, 1):
-            record = _new_record(gateway, request_id, attempt_no, reason, endpoint, route_name, variant,
-                                 body, meta, assignment, splitter, started_at if attempt_no == 1 else time.time())
+        plan = route.plan(assignment.variant) if route is not None else None
+        variant, reason, attempt, retries = assignment.variant, "primary", 1, 0
+        while True:
+            headers["x-sluicegate-variant"] = variant
+            record = _new_record(gateway, request_id, attempt, reason, endpoint, route_name, variant,
+                                 body, meta, assignment, route, started_at if attempt == 1 else time.time())
             upstream_body, drop_usage_chunk = _upstream_body(gateway, body, record, meta, stream)
             record.request = upstream_body
             record.request_bytes = len(raw)
-            call = UpstreamCall(endpoint, upstream_body, _remaining(deadline, gateway, record))
+            call = UpstreamCall(endpoint, upstream_body, _remaining(deadline, record))
             provider = gateway.providers[record.provider]
             try:
-                if stream:
+                if stream and not (guards is not None and route.buffer_streams):  # type: ignore[union-attr]
                     upstream = await _bounded(provider.stream(call), call.timeout, record.provider)
                     record.upstream_status = upstream.status
                     record.first_byte_at = upstream.first_byte_at
                     record.served = True
-                    return RelayResponse(gateway, upstream, record, drop_usage_chunk, headers, clock)
-                reply = await _bounded(provider.send(call), call.timeout, record.provider)
+                    headers["x-sluicegate-guards"] = "deferred" if guards is not None else "pass"
+                    return RelayResponse(gateway, guards, upstream, record, drop_usage_chunk, headers, clock)
+                if stream:
+                    reply = await _bounded(buffer_stream(provider, call, record, drop_usage_chunk, clock),
+                                           call.timeout, record.provider)
+                else:
+                    reply = await _bounded(provider.send(call), call.timeout, record.provider)
             except UpstreamError as exc:
                 _finish_failed(record, exc)
                 gateway.recorder.submit(record)
-                if not _worth_another_try(exc) or attempt_no == len(plan):
+                following = plan.after_upstream_error() if plan is not None and _worth_another_try(exc) else None
+                if following is None:
                     raise
                 log.warning("upstream_failed_trying_next", request_id=request_id, provider=exc.provider,
-                            variant=variant, error=exc.message)
+                            variant=variant, next=following, error=exc.message)
+                variant, reason, attempt = following, "fallback", attempt + 1
                 continue
             _finish_reply(gateway, record, reply, clock)
+            failures = guards.run(upstream_body, record.response) if guards is not None else []
+            record.guards = [failure.to_dict() for failure in failures]
+            action = _action(route, failures)
+            if action in RETRY_ACTIONS and retries < route.max_retries:  # type: ignore[union-attr]
+                following = plan.after_guard_failure(fallbacks_only=action == "fallback")  # type: ignore[union-attr]
+                if following is not None:
+                    record.served, record.outcome = False, "guard_failed"
+                    gateway.recorder.submit(record)
+                    variant, reason, attempt, retries = following, "retry", attempt + 1, retries + 1
+                    continue
+            headers["x-sluicegate-guards"] = guard_header(failures)
+            if action == "block" or (action in RETRY_ACTIONS and _blocks(route, failures)):
+                record.served, record.outcome, record.status = False, "guard_blocked", 422
+                gateway.recorder.submit(record)
+                raise GuardBlocked(failures)
             gateway.recorder.submit(record)
-            headers["x-sluicegate-variant"] = variant
-            headers["x-sluicegate-guards"] = "pass"
-            response = Response(reply.content, status_code=reply.status, headers=headers,
-                                media_type="application/json")
-            access_log(request_id, route_name, variant, reply.status, clock, attempt_no)
-            return response
-        raise AssertionError("unreachable: a route plan is never empty")
+            access_log(request_id, route_name, variant, reply.status, clock, attempt)
+            media_type = "text/event-stream" if stream else "application/json"
+            return Response(reply.content, status_code=reply.status, headers=headers, media_type=media_type)
     except SluicegateError as exc:
         access_log(request_id, headers.get("x-sluicegate-route"), headers.get("x-sluicegate-variant"),
-                exc.status, clock, None, error=exc.message, level=exc.log_level)
+                   exc.status, clock, None, error=exc.message, level=exc.log_level)
         return error_response(exc, headers)
 
 
-def _route(gateway: Gateway, request: Request, body: dict[str, Any]
-           ) -> tuple[str, Assignment, list[tuple[str, str]], Splitter | None]:
+def _route(gateway: Gateway, request: Request, body: dict[str, Any]) -> tuple[CompiledRoute | None, Assignment]:
     model = body["model"]
     route = gateway.routes.get(model)
     if route is not None:
         key = sticky_key(route.sticky, request.headers, body, body.get("metadata") or {})
-        assignment = route.splitter.assign(key)
-        return route.name, assignment, route.plan(assignment.variant), route.splitter
+        return route, route.splitter.assign(key)
     if gateway.policy.passthrough is not None:
-        return model, Assignment(PASSTHROUGH_VARIANT, -1, False), [(PASSTHROUGH_VARIANT, "primary")], None
+        return None, Assignment(PASSTHROUGH_VARIANT, -1, False)
     known = ", ".join(sorted(gateway.routes)) or "none"
     raise RouteNotFound(f"no route named '{model}'; the routes are: {known} (GET /v1/models lists them)",
                         param="model")
 
 
-def _new_record(gateway: Gateway, request_id: str, attempt: int, reason: str, endpoint: str, route: str,
+def _new_record(gateway: Gateway, request_id: str, attempt: int, reason: str, endpoint: str, route_name: str,
                 variant: str, body: dict[str, Any], meta: RequestMeta, assignment: Assignment,
-                splitter: Splitter | None, started_at: float) -> Record:
+                route: CompiledRoute | None, started_at: float) -> Record:
     policy = gateway.policy
-    if variant == PASSTHROUGH_VARIANT:
+    if route is None:
         provider, model, capture = policy.passthrough.provider, body["model"], policy.passthrough.capture
     else:
         pinned = policy.models[variant]
-        provider, model = pinned.provider, pinned.model
-        capture = gateway.routes[route].capture
+        provider, model, capture = pinned.provider, pinned.model, route.capture
     return Record(
         id=new_id("att_"), request_id=request_id, attempt=attempt, attempt_reason=reason, endpoint=endpoint,
-        route=route, variant=variant, provider=provider, model_requested=model, started_at=started_at,
-        experiment=splitter.experiment if splitter else None, correlation_id=meta.correlation_id,
+        route=route_name, variant=variant, provider=provider, model_requested=model, started_at=started_at,
+        experiment=route.splitter.experiment if route is not None else None, correlation_id=meta.correlation_id,
         episode_id=meta.episode_id, user_id=meta.user_id, template_ref=meta.template_ref,
         retrieval_ids=meta.retrieval_ids, tags=meta.tags, bucket=assignment.bucket if assignment.sticky else None,
         stream=bool(body.get("stream")), capture=capture, policy_version=policy.version,
@@ -158,7 +178,7 @@ _PARAM_KEYS = ("temperature", "top_p", "seed", "max_tokens", "max_completion_tok
                "encoding_format")
 
 
-def _remaining(deadline: float | None, gateway: Gateway, record: Record) -> float | None:
+def _remaining(deadline: float | None, record: Record) -> float | None:
     if deadline is None:
         return None
     left = deadline - time.perf_counter()
@@ -182,6 +202,31 @@ async def _bounded(call: Any, timeout: float | None, provider: str) -> Any:
 def _worth_another_try(exc: UpstreamError) -> bool:
     retryable = getattr(exc, "retryable", None)
     return True if retryable is None else bool(retryable)
+
+
+RETRY_ACTIONS = ("retry_other_variant", "fallback")
+
+
+def guard_header(failures: list[GuardResult]) -> str:
+    """`pass`, or `guard:class` pairs (names hold no commas or spaces)."""
+    return ",".join(f"{f.guard}:{f.taxonomy}" for f in failures) if failures else "pass"
+_ACTION_RANK = {"flag": 0, "block": 1, "fallback": 2, "retry_other_variant": 3}
+
+
+def _failure_action(route: CompiledRoute, failure: GuardResult) -> str:
+    return route.actions.get(failure.guard) or route.actions.get(failure.severity) or "flag"
+
+
+def _action(route: CompiledRoute | None, failures: list[GuardResult]) -> str:
+    """What to do about an answer: retrying beats blocking beats flagging, while a retry is possible."""
+    if not failures or route is None:
+        return "pass"
+    return max((_failure_action(route, f) for f in failures), key=_ACTION_RANK.__getitem__)
+
+
+def _blocks(route: CompiledRoute | None, failures: list[GuardResult]) -> bool:
+    """No retry left: block if any failure's own action is `block`."""
+    return route is not None and any(_failure_action(route, f) == "block" for f in failures)
 
 
 def _finish_failed(record: Record, exc: UpstreamError) -> None:

@@ -17,14 +17,15 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from proxy.assembly import StreamAssembler
-from proxy.errors import UpstreamError, error_body
+from proxy.errors import UpstreamBadResponse, UpstreamError, error_body
+from proxy.guards import GuardChain
 from proxy.logs import get_logger
-from proxy.providers import UpstreamStream, event_data
+from proxy.providers import ProviderAdapter, UpstreamCall, UpstreamReply, UpstreamStream, event_data
 from proxy.records import Record
 from proxy.server._answers import access_log, describe_answer
 from proxy.server._state import Gateway
 
-__all__ = ["RelayResponse"]
+__all__ = ["RelayResponse", "StreamTap", "buffer_stream"]
 
 log = get_logger("sluicegate.relay")
 
@@ -32,18 +33,72 @@ _SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache
                 (b"x-accel-buffering", b"no")]
 
 
-class RelayResponse:
-    def __init__(self, gateway: Gateway, upstream: UpstreamStream, record: Record, drop_usage_chunk: bool,
-                 headers: Mapping[str, str], clock: float) -> None:
-        self.gateway = gateway
-        self.upstream = upstream
+class StreamTap:
+    """Watches a stream go by: assembles the answer, notes the first event and a missing [DONE]."""
+
+    __slots__ = ("record", "drop_usage_chunk", "clock", "assembler", "saw_done", "bytes_out", "_first")
+
+    def __init__(self, record: Record, drop_usage_chunk: bool, clock: float) -> None:
         self.record = record
         self.drop_usage_chunk = drop_usage_chunk
-        self.headers = [*_SSE_HEADERS, *((k.encode(), v.encode()) for k, v in headers.items())]
         self.clock = clock
         self.assembler = StreamAssembler()
         self.saw_done = False
-        self.bytes_sent = 0
+        self.bytes_out = 0
+        self._first = True
+
+    def passes(self, event: bytes) -> bool:
+        """Takes in one event; False if it must not be relayed (the usage chunk we asked for)."""
+        data = event_data(event)
+        if data is not None:
+            if data == b"[DONE]":
+                self.saw_done = True
+            else:
+                try:
+                    chunk = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    self.record.error = "upstream sent an SSE event that is not JSON"
+                else:
+                    if isinstance(chunk, dict):
+                        self.assembler.add(chunk)
+                        if self.drop_usage_chunk and not chunk.get("choices") and chunk.get("usage"):
+                            return False
+        if self._first:
+            self.record.ttft_ms = round((time.perf_counter() - self.clock) * 1000, 3)
+            self._first = False
+        self.bytes_out += len(event)
+        return True
+
+
+async def buffer_stream(provider: ProviderAdapter, call: UpstreamCall, record: Record, drop_usage_chunk: bool,
+                        clock: float) -> UpstreamReply:
+    """A whole stream, held back (`stream_guard: buffer`) so guards can judge it before it is sent."""
+    upstream = await provider.stream(call)
+    record.upstream_status = upstream.status
+    tap = StreamTap(record, drop_usage_chunk, clock)
+    events: list[bytes] = []
+    try:
+        async for event in upstream.events():
+            if tap.passes(event):
+                events.append(event)
+    finally:
+        await upstream.aclose()
+    if not tap.saw_done:
+        raise UpstreamBadResponse(f"upstream '{record.provider}' ended the stream without [DONE]",
+                                  provider=record.provider, upstream_status=upstream.status)
+    return UpstreamReply(upstream.status, b"".join(events), tap.assembler.result(), upstream.first_byte_at)
+
+
+class RelayResponse:
+    def __init__(self, gateway: Gateway, guards: GuardChain | None, upstream: UpstreamStream, record: Record,
+                 drop_usage_chunk: bool, headers: Mapping[str, str], clock: float) -> None:
+        self.gateway = gateway
+        self.guards = guards
+        self.upstream = upstream
+        self.record = record
+        self.headers = [*_SSE_HEADERS, *((k.encode(), v.encode()) for k, v in headers.items())]
+        self.clock = clock
+        self.tap = StreamTap(record, drop_usage_chunk, clock)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
@@ -60,8 +115,10 @@ class RelayResponse:
         outcome, error = "ok", None
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.headers})
-            await self._relay(send)
-            if not self.saw_done:
+            async for event in self.upstream.events():
+                if self.tap.passes(event):
+                    await send({"type": "http.response.body", "body": event, "more_body": True})
+            if not self.tap.saw_done:
                 outcome, error = "stream_cut", "upstream ended the stream without [DONE]"
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
@@ -80,31 +137,6 @@ class RelayResponse:
             self._finish(outcome, error)
             await self.upstream.aclose()
 
-    async def _relay(self, send: Send) -> None:
-        record = self.record
-        assembler = self.assembler
-        first = True
-        async for event in self.upstream.events():
-            data = event_data(event)
-            if data is not None:
-                if data == b"[DONE]":
-                    self.saw_done = True
-                else:
-                    try:
-                        chunk = orjson.loads(data)
-                    except orjson.JSONDecodeError:
-                        record.error = "upstream sent an SSE event that is not JSON"
-                    else:
-                        if isinstance(chunk, dict):
-                            assembler.add(chunk)
-                            if self.drop_usage_chunk and not chunk.get("choices") and chunk.get("usage"):
-                                continue
-            if first:
-                record.ttft_ms = round((time.perf_counter() - self.clock) * 1000, 3)
-                first = False
-            self.bytes_sent += len(event)
-            await send({"type": "http.response.body", "body": event, "more_body": True})
-
     async def _send_error(self, send: Send, exc: UpstreamError) -> None:
         payload = error_body(exc.message, exc.type, None, exc.code)
         try:
@@ -121,10 +153,13 @@ class RelayResponse:
             outcome = "malformed"
         record.outcome = outcome
         record.error = error or record.error
-        record.response_bytes = self.bytes_sent
-        answer = self.assembler.result()
+        record.response_bytes = self.tap.bytes_out
+        answer = self.tap.assembler.result()
         record.response = answer
         describe_answer(self.gateway, record, answer)
+        if self.guards is not None and outcome == "ok":
+            # `flag` on a stream: judged after it was sent; the record (not the header) carries it
+            record.guards = [failure.to_dict() for failure in self.guards.run(record.request or {}, answer)]
         self.gateway.recorder.submit(record)
         access_log(record.request_id, record.route, record.variant, 200, self.clock, record.attempt,
                    error=error, level="info" if outcome == "ok" else "warning")
