@@ -41,36 +41,36 @@ def parse_time(value: str) -> float:
     return parsed.timestamp()
 
 
-def _cmd_check(args: argparse.Namespace) -> int:
+def _load_policy(path: str) -> object | None:
+    """The policy, or None after printing why it cannot be used (file, line, field)."""
     from proxy.config import PolicyError, load_policy
 
     try:
-        policy = load_policy(args.policy)
+        return load_policy(path)
     except PolicyError as exc:
         print(str(exc), file=sys.stderr)
-        return 1
     except OSError as exc:
-        print(f"{args.policy}: cannot read the policy: {exc.strerror}", file=sys.stderr)
+        print(f"{path}: cannot read the policy: {exc.strerror}", file=sys.stderr)
+    return None
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    policy = _load_policy(args.policy)
+    if policy is None:
         return 1
-    print(policy.summary())
+    print(policy.summary())  # type: ignore[attr-defined]
     return 0
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from proxy.config import PolicyError, load_policy
     from proxy.logs import configure_logging
     from proxy.server import Settings, create_app, run_servers
 
     configure_logging(json=None if args.log_format == "auto" else args.log_format == "json", level=args.log_level)
-    try:
-        policy = load_policy(args.policy)
-    except PolicyError as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"{args.policy}: cannot read the policy: {exc.strerror}", file=sys.stderr)
+    policy = _load_policy(args.policy)
+    if policy is None:
         return 1
     app = create_app(Settings(policy_path=args.policy, policy=policy, store_url=_store_url(args.store)))
     config = uvicorn.Config(

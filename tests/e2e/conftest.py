@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -71,6 +73,41 @@ class Gateway(Proc):
                           "--store", f"sqlite:///{store}", "--log-format", "json"], log,
                          {"TEST_PROVIDER_KEY": PROVIDER_KEY, **(env or {})})
         wait_http(f"{self.url}/readyz", self.proc, log)
+
+
+def serve_policy(tmp: Path, policy_text: str, mock_upstream: str) -> Iterator[Gateway]:
+    """A gateway on a policy text (`{mock}` = the mock's base URL), stopped afterwards."""
+    policy = tmp / "policy.yaml"
+    policy.write_text(policy_text.replace("{mock}", mock_upstream + "/v1"))
+    gateway = Gateway(policy, tmp / "store.db", tmp / "gw.log")
+    yield gateway
+    gateway.stop()
+
+
+def records(store: Path, expected: int | None = None, timeout: float = 10.0) -> list[dict]:
+    """The records in the store, waiting until at least `expected` are there."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows: list[dict] = []
+        if store.exists():
+            with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5) as db:
+                try:
+                    rows = [json.loads(r[0]) for r in db.execute("SELECT data FROM records ORDER BY started_at, id")]
+                except sqlite3.OperationalError:
+                    rows = []
+        if expected is None or len(rows) >= expected or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.05)
+
+
+def attempts(gateway: Gateway, request_id: str, n: int, timeout: float = 10.0) -> list[dict]:
+    """The records of one request's attempts, in order, waiting until `n` are there."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = [r for r in records(gateway.store) if r["request_id"] == request_id]
+        if len(rows) >= n or time.monotonic() > deadline:
+            return sorted(rows, key=lambda r: r["attempt"])
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")

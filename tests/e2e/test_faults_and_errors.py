@@ -12,9 +12,8 @@ import openai
 import orjson
 import pytest
 
-from tests.e2e.conftest import CALLER_KEY, PROVIDER_KEY, Gateway, free_port
+from tests.e2e.conftest import CALLER_KEY, PROVIDER_KEY, attempts, free_port, records, serve_policy
 from tests.e2e.policy import FAULTS, e2e_policy
-from tests.e2e.test_openai_sdk import records
 
 pytestmark = pytest.mark.e2e
 
@@ -23,26 +22,12 @@ CHAT = {"messages": [{"role": "user", "content": "hello"}]}
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory, mock_upstream):
-    tmp = tmp_path_factory.mktemp("faults")
-    policy = tmp / "policy.yaml"
-    policy.write_text(e2e_policy(free_port()).replace("{mock}", mock_upstream + "/v1"))
-    gw = Gateway(policy, tmp / "store.db", tmp / "gw.log")
-    yield gw
-    gw.stop()
+    yield from serve_policy(tmp_path_factory.mktemp("faults"), e2e_policy(free_port()), mock_upstream)
 
 
 def post(gateway, body, path="/v1/chat/completions", **kwargs) -> httpx.Response:
     headers = {"authorization": f"Bearer {CALLER_KEY}", **kwargs.pop("headers", {})}
     return httpx.post(f"{gateway.url}{path}", json=body, headers=headers, timeout=20, **kwargs)
-
-
-def attempts_of(gateway, request_id, n) -> list[dict]:
-    deadline = time.monotonic() + 10
-    while True:
-        rows = [r for r in records(gateway.store) if r["request_id"] == request_id]
-        if len(rows) >= n or time.monotonic() > deadline:
-            return sorted(rows, key=lambda r: r["attempt"])
-        time.sleep(0.05)
 
 
 EXPECTED_OUTCOME = {"http_500": "upstream_error", "http_503": "upstream_error", "http_429": "upstream_error",
@@ -55,7 +40,7 @@ def test_fallback_on_each_fault_kind_records_both_attempts(gateway, fault):
     assert response.status_code == 200, response.text
     assert response.headers["x-sluicegate-variant"] == "prod"
     assert "gpt-mock-prod" in response.json()["model"]
-    failed, served = attempts_of(gateway, response.headers["x-sluicegate-request-id"], 2)
+    failed, served = attempts(gateway, response.headers["x-sluicegate-request-id"], 2)
     assert (failed["attempt"], failed["attempt_reason"], failed["served"]) == (1, "primary", False)
     assert failed["outcome"] == EXPECTED_OUTCOME[fault]
     assert failed["error"] and failed["provider"] in (f"mock_{fault}", "dead")
@@ -79,7 +64,7 @@ def test_upstream_faults_without_fallback_are_5xx_naming_the_provider(gateway, r
     assert error["code"] == code
     assert f"'{names}'" in error["message"]
     assert PROVIDER_KEY not in response.text
-    record, = attempts_of(gateway, response.headers["x-sluicegate-request-id"], 1)
+    record, = attempts(gateway, response.headers["x-sluicegate-request-id"], 1)
     assert record["status"] == status and not record["served"]
 
 
@@ -139,7 +124,7 @@ def test_stream_cut_mid_way_is_recorded_and_the_client_sees_an_error(gateway):
         for chunk in raw.parse():
             received.append(chunk)
     assert received, "chunks sent before the cut reach the client"
-    record, = attempts_of(gateway, raw.headers["x-sluicegate-request-id"], 1)
+    record, = attempts(gateway, raw.headers["x-sluicegate-request-id"], 1)
     assert record["outcome"] == "stream_cut"
     assert "mock_" not in record["error"] and record["error"]
 
@@ -151,7 +136,7 @@ async def test_client_disconnect_mid_stream_closes_upstream_and_is_recorded(gate
             request_id = response.headers["x-sluicegate-request-id"]
             async for _ in response.aiter_bytes():
                 break  # first event, then hang up
-    record, = await asyncio.to_thread(attempts_of, gateway, request_id, 1)
+    record, = await asyncio.to_thread(attempts, gateway, request_id, 1)
     assert record["outcome"] == "client_disconnected"
     assert record["latency_ms"] < 1000  # the 1.25 s upstream stream was not waited for
 

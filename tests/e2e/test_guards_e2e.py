@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import openai
 import pytest
 
-from tests.e2e.test_openai_sdk import records
+from tests.e2e.conftest import attempts, serve_policy
 
 pytestmark = pytest.mark.e2e
 
@@ -50,22 +48,7 @@ BODY = {"messages": [{"role": "user", "content": "where is order 42?"}], "tools"
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory, mock_upstream):
-    from tests.e2e.conftest import Gateway
-
-    tmp = tmp_path_factory.mktemp("guards")
-    policy = tmp / "policy.yaml"
-    policy.write_text(POLICY.replace("{mock}", mock_upstream + "/v1"))
-    gw = Gateway(policy, tmp / "store.db", tmp / "gw.log")
-    yield gw
-    gw.stop()
-
-
-def attempts(gateway, request_id: str, n: int) -> list[dict]:
-    deadline = time.monotonic() + 10
-    while len(rows := [r for r in records(gateway.store) if r["request_id"] == request_id]) < n:
-        assert time.monotonic() < deadline, rows
-        time.sleep(0.05)
-    return sorted(rows, key=lambda r: r["attempt"])
+    yield from serve_policy(tmp_path_factory.mktemp("guards"), POLICY, mock_upstream)
 
 
 def test_flag_returns_the_answer_sets_the_header_and_records_the_failure(gateway):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from pathlib import Path
 
@@ -13,38 +12,15 @@ import pytest
 from openai.types import CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from tests.e2e.conftest import CALLER_KEY, free_port
+from tests.e2e.conftest import CALLER_KEY, attempts, free_port, records, serve_policy
 from tests.e2e.policy import e2e_policy
 
 pytestmark = pytest.mark.e2e
 
 
-def records(store: Path, expected: int | None = None, timeout: float = 10.0) -> list[dict]:
-    """The records in the store, waiting until at least `expected` are there."""
-    deadline = time.monotonic() + timeout
-    while True:
-        rows: list[dict] = []
-        if store.exists():
-            with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5) as db:
-                try:
-                    rows = [json.loads(r[0]) for r in db.execute("SELECT data FROM records ORDER BY started_at, id")]
-                except sqlite3.OperationalError:
-                    rows = []
-        if expected is None or len(rows) >= expected or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory, mock_upstream):
-    from tests.e2e.conftest import Gateway
-
-    tmp = tmp_path_factory.mktemp("sdk")
-    policy = tmp / "policy.yaml"
-    policy.write_text(e2e_policy(free_port()).replace("{mock}", mock_upstream + "/v1"))
-    gw = Gateway(policy, tmp / "store.db", tmp / "gw.log")
-    yield gw
-    gw.stop()
+    yield from serve_policy(tmp_path_factory.mktemp("sdk"), e2e_policy(free_port()), mock_upstream)
 
 
 @pytest.fixture
@@ -65,8 +41,7 @@ def test_non_streaming_chat_parses_and_carries_sluicegate_headers(client, gatewa
     assert raw.headers["x-sluicegate-route"] == "support-bot"
     assert raw.headers["x-sluicegate-variant"] in ("prod", "candidate")
     assert raw.headers["x-sluicegate-guards"] == "pass"
-    rows = [r for r in records(gateway.store, 1) if r["request_id"] == request_id]
-    rows = rows or [r for r in records(gateway.store, 10) if r["request_id"] == request_id]
+    rows = attempts(gateway, request_id, 1)
     assert len(rows) == 1
     record = rows[0]
     assert record["served"] and record["attempt"] == 1 and record["attempt_reason"] == "primary"
@@ -106,10 +81,7 @@ def test_stream_usage_is_recorded_but_the_extra_chunk_is_not_relayed(client, gat
     chunks = list(raw.parse())
     assert all(chunk.choices for chunk in chunks), "the usage-only chunk we asked for must not reach the client"
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
-    deadline = time.monotonic() + 10
-    while not (rows := [r for r in records(gateway.store) if r["request_id"] == request_id]):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    rows = attempts(gateway, request_id, 1)
     record = rows[0]
     assert record["stream"] and record["outcome"] == "ok"
     assert record["usage"]["completion_tokens"] > 0
@@ -164,10 +136,7 @@ def test_embeddings(client, gateway):
     assert isinstance(result, CreateEmbeddingResponse)
     assert len(result.data) == 2 and len(result.data[0].embedding) > 0
     request_id = raw.headers["x-sluicegate-request-id"]
-    deadline = time.monotonic() + 10
-    while not (rows := [r for r in records(gateway.store) if r["request_id"] == request_id]):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    rows = attempts(gateway, request_id, 1)
     assert rows[0]["endpoint"] == "embeddings"
     assert "embedding" not in json.dumps(rows[0]["response"])  # vectors are never stored
 

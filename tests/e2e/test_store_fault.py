@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from tests.e2e.test_openai_sdk import records
+from tests.e2e.conftest import records
 
 pytestmark = pytest.mark.e2e
 
