@@ -7,7 +7,7 @@ from proxy.records._capture import (
     extract_params,
     request_hash,
 )
-from proxy.records._model import Record, new_id
+from proxy.records._model import Outcome, Record, new_id
 from proxy.records._recorder import Recorder
 from proxy.records._redact import DETECTORS, MASKS, Detector, find_pii, luhn_ok, redact_text, redact_value, scan
 from proxy.records._store import RecordStore, SQLiteStore, open_store
@@ -16,6 +16,7 @@ __all__ = [
     "CAPTURE_MODES",
     "DETECTORS",
     "MASKS",
+    "Outcome",
     "Detector",
     "Record",
     "RecordStore",

@@ -7,7 +7,7 @@ import os
 import time
 from typing import Any
 
-__all__ = ["Record", "new_id"]
+__all__ = ["Outcome", "Record", "new_id"]
 
 
 def new_id(prefix: str = "") -> str:
@@ -72,3 +72,23 @@ class Record:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(slots=True)
+class Outcome:
+    """A downstream outcome the app reported, about one request or one whole episode.
+
+    Stored beside the records (same recorder, same store). `id` is derived from the caller's
+    idempotency key when there is one, so a repeated report is stored once.
+    """
+
+    id: str
+    metric: str
+    value: float  # booleans are 1.0 / 0.0
+    level: str  # inference | episode
+    received_at: float
+    request_id: str | None = None
+    episode_id: str | None = None
+    source: str | None = None
+    note: str | None = None
+    kind: str = "outcome"  # tells outcome rows from record rows in a spill file

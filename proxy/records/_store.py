@@ -15,6 +15,7 @@ reached with `loop.run_in_executor`, so the event loop never waits on SQLite.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import operator
 import sqlite3
 import time
@@ -26,7 +27,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from proxy.records._model import Record
+from proxy.records._model import Outcome, Record
 from proxy.records._seal import encode_row
 
 __all__ = ["INDEXED_COLUMNS", "SCHEMA_VERSION", "RecordStore", "SQLiteStore", "open_store"]
@@ -59,13 +60,16 @@ class RecordStore(Protocol):
     async def count_records(self) -> int:
         """How many records are stored."""
 
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query (reports, feedback look-ups)."""
+
     async def close(self) -> None:
         """Release the connection and the thread. Idempotent."""
 
 
 # --- SQLite --------------------------------------------------------------------------------------
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Columns copied out of the row (for filtering and indexes); the whole row is in `data`.
 INDEXED_COLUMNS = (
@@ -102,6 +106,22 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX IF NOT EXISTS records_episode_id ON records (episode_id)",
         "CREATE INDEX IF NOT EXISTS records_started_at ON records (started_at)",
     ),
+    2: (
+        """CREATE TABLE IF NOT EXISTS outcomes (
+            id TEXT PRIMARY KEY,
+            metric TEXT NOT NULL,
+            value REAL NOT NULL,
+            level TEXT NOT NULL,
+            received_at REAL NOT NULL,
+            request_id TEXT,
+            episode_id TEXT,
+            source TEXT,
+            data TEXT NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS outcomes_request ON outcomes (metric, request_id)",
+        "CREATE INDEX IF NOT EXISTS outcomes_episode ON outcomes (metric, episode_id)",
+        "CREATE INDEX IF NOT EXISTS records_route_served ON records (route, served, started_at)",
+    ),
 }
 assert max(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -109,6 +129,22 @@ _INSERT_SQL = (
     f"INSERT OR IGNORE INTO records (id, {', '.join(INDEXED_COLUMNS)}, data) "
     f"VALUES ({', '.join('?' * (len(INDEXED_COLUMNS) + 2))})"
 )
+
+
+_OUTCOME_COLUMNS = ("id", "metric", "value", "level", "received_at", "request_id", "episode_id", "source")
+_INSERT_OUTCOME_SQL = (
+    f"INSERT OR IGNORE INTO outcomes ({', '.join(_OUTCOME_COLUMNS)}, data) "
+    f"VALUES ({', '.join('?' * (len(_OUTCOME_COLUMNS) + 1))})"
+)
+
+
+def _is_outcome(row: Any) -> bool:
+    return isinstance(row, Outcome) or (isinstance(row, Mapping) and row.get("kind") == "outcome")
+
+
+def _outcome_params(row: Mapping[str, Any] | Outcome) -> list[Any]:
+    data = dataclasses.asdict(row) if isinstance(row, Outcome) else dict(row)
+    return [*(data.get(key) for key in _OUTCOME_COLUMNS), orjson.dumps(data).decode()]
 
 
 _ROW_KEYS = ("id", *INDEXED_COLUMNS)
@@ -206,15 +242,20 @@ class SQLiteStore:
                 conn.execute("ROLLBACK")
             raise
 
-    def _write_sync(self, rows: Sequence[Mapping[str, Any] | Record]) -> int:
+    def _write_sync(self, rows: Sequence[Mapping[str, Any] | Record | Outcome]) -> int:
         conn = self._connection()
-        params = [_row_params(r) for r in rows]  # encode before taking the write lock
-        if not params:
+        # encode before taking the write lock; outcome rows travel the same path as records
+        outcomes = [_outcome_params(r) for r in rows if _is_outcome(r)]
+        params = [_row_params(r) for r in rows if not _is_outcome(r)]
+        if not params and not outcomes:
             return 0
         before = conn.total_changes
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(_INSERT_SQL, params)
+            if params:
+                conn.executemany(_INSERT_SQL, params)
+            if outcomes:
+                conn.executemany(_INSERT_OUTCOME_SQL, outcomes)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -254,6 +295,9 @@ class SQLiteStore:
         loads = orjson.loads
         return [loads(data) for (data,) in conn.execute(sql, args)]
 
+    def _fetch_sync(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return self._connection().execute(sql, tuple(params)).fetchall()
+
     def _count_sync(self) -> int:
         return self._connection().execute("SELECT count(*) FROM records").fetchone()[0]
 
@@ -283,6 +327,11 @@ class SQLiteStore:
 
     async def count_records(self) -> int:
         return await self._call(self._count_sync)
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """A read-only query on the store's thread (reports, feedback look-ups). Portable SQL only:
+        the same statements must run on PostgreSQL later (`?` placeholders are translated there)."""
+        return await self._call(self._fetch_sync, sql, params)
 
     async def close(self) -> None:
         executor = self._executor

@@ -71,8 +71,8 @@ async def test_fresh_store_creates_schema_with_wal(store: SQLiteStore) -> None:
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert {"records", "schema_version"} <= tables
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert {"records", "outcomes", "schema_version"} <= tables
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,), (2,)]
         cols = [r[1] for r in conn.execute("PRAGMA table_info(records)")]
         assert cols == ["id", "request_id", "attempt", "served", "started_at", "route", "variant", "experiment",
                         "episode_id", "correlation_id", "user_id", "provider", "model_requested", "model_served",
@@ -80,7 +80,8 @@ async def test_fresh_store_creates_schema_with_wal(store: SQLiteStore) -> None:
         indexes = {r[0]: r[1] for r in conn.execute(
             "SELECT name, sql FROM sqlite_master WHERE type='index' AND sql IS NOT NULL")}
         index_cols = {tuple(c[2] for c in conn.execute(f"PRAGMA index_info({name})")) for name in indexes}
-        assert index_cols == {("route", "started_at"), ("request_id",), ("episode_id",), ("started_at",)}
+        assert index_cols == {("route", "started_at"), ("request_id",), ("episode_id",), ("started_at",),
+                              ("route", "served", "started_at"), ("metric", "request_id"), ("metric", "episode_id")}
         pk = [r for r in conn.execute("PRAGMA table_info(records)") if r[5]]
         assert [r[1] for r in pk] == ["id"]
     finally:
@@ -99,7 +100,7 @@ async def test_reopen_keeps_data_and_schema(tmp_path: Path) -> None:
     assert await s.count_records() == 1
     await s.close()
     conn = sqlite3.connect(f"{tmp_path}/r.db")
-    assert conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 1
+    assert conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 2
     conn.close()
 
 
@@ -108,11 +109,11 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     await s.open()
     await s.close()
     conn = sqlite3.connect(f"{tmp_path}/r.db")
-    conn.execute("INSERT INTO schema_version VALUES (2, 0)")
+    conn.execute("INSERT INTO schema_version VALUES (99, 0)")
     conn.commit()
     conn.close()
     s = open_store(f"sqlite:///{tmp_path}/r.db")
-    with pytest.raises(RuntimeError, match="schema version 2"):
+    with pytest.raises(RuntimeError, match="schema version 99"):
         await s.open()
     await s.close()
 
@@ -225,3 +226,17 @@ async def test_all_database_work_runs_on_one_thread(store: SQLiteStore) -> None:
     await store.count_records()
     assert len(seen) == 1 and threading.get_ident() not in seen
 
+
+
+async def test_outcomes_share_the_write_path_and_are_idempotent(store):
+    from proxy.records import Outcome
+
+    outcome = Outcome(id="out_1", metric="task_success", value=1.0, level="episode", received_at=1.0,
+                      episode_id="ep-1", source="app")
+    as_spilled = {"id": "out_2", "metric": "task_success", "value": 0.0, "level": "inference",
+                  "received_at": 2.0, "request_id": "req_1", "kind": "outcome"}
+    assert await store.write_records([rec(1), outcome, as_spilled, outcome]) == 3
+    rows = await store.fetch("SELECT id, metric, value, level, episode_id, request_id FROM outcomes ORDER BY id")
+    assert rows == [("out_1", "task_success", 1.0, "episode", "ep-1", None),
+                    ("out_2", "task_success", 0.0, "inference", None, "req_1")]
+    assert await store.count_records() == 1
