@@ -19,6 +19,7 @@ from proxy.config import load_policy
 from proxy.errors import SluicegateError, error_response
 from proxy.logs import get_logger, set_secrets
 from proxy.records import Recorder, open_store
+from proxy.server._feedback_api import feedback, feedback_batch
 from proxy.server._gateway import build_providers, compile_routes
 from proxy.server._inference import serve_inference
 from proxy.server._ops import healthz, list_models, readyz
@@ -106,6 +107,8 @@ def create_app(settings: Settings) -> Starlette:
         Route("/v1/completions", partial(serve_inference, endpoint="completions"), methods=["POST"]),
         Route("/v1/embeddings", partial(serve_inference, endpoint="embeddings"), methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/feedback", feedback, methods=["POST"]),
+        Route("/v1/feedback/batch", feedback_batch, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]

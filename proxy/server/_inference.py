@@ -47,6 +47,7 @@ async def serve_inference(request: Request, endpoint: str) -> Response:
         check_fields(endpoint, body)
         meta = read_meta(request.headers, body)
         route, assignment = _route(gateway, request, body)
+        gateway.recent.add(request_id, meta.episode_id)
         route_name = route.name if route is not None else body["model"]
         headers["x-sluicegate-route"] = route_name
         stream = bool(body.get("stream")) and endpoint in STREAMING_ENDPOINTS

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from proxy.feedback import RecentIds
 from proxy.providers import ProviderAdapter
 from proxy.server._gateway import CompiledRoute
 
@@ -19,3 +20,4 @@ class Gateway:
     recorder: Any  # proxy.records.Recorder
     store: Any  # proxy.records.RecordStore
     max_body_bytes: int
+    recent: RecentIds = dataclasses.field(default_factory=RecentIds)  # ids feedback may refer to
