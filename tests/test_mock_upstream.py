@@ -828,3 +828,26 @@ def test_config_inheritance_and_yaml(tmp_path: Path) -> None:
         load_config(bad)
     with pytest.raises(ValueError):
         MockModel.model_validate({"chunks": 0})
+
+
+async def test_tool_call_fault_rate_hits_that_share_of_requests_reproducibly():
+    import json as _json
+
+    import httpx as _httpx
+
+    from proxy.mock_upstream import MockConfig, MockModel, create_app as _create
+
+    app = _create(MockConfig(models={"m": MockModel(tool_call_fault="invented_param", tool_call_fault_rate=0.25)}))
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}}}]
+
+    async def faulty(i: int) -> bool:
+        body = {"model": "m", "tools": tools, "messages": [{"role": "user", "content": f"question {i}"}]}
+        response = await client.post("/v1/chat/completions", json=body)
+        args = _json.loads(response.json()["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"])
+        return "mock_invented_param" in args
+
+    async with _httpx.AsyncClient(transport=_httpx.ASGITransport(app=app), base_url="http://m") as client:
+        draws = [await faulty(i) for i in range(800)]
+        assert 0.20 < sum(draws) / len(draws) < 0.30
+        assert [await faulty(i) for i in range(40)] == draws[:40]

@@ -5,6 +5,8 @@ Deterministic: the same request and behaviour give the same answer (ids aside).
 
 from __future__ import annotations
 
+import hashlib
+
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -169,6 +171,12 @@ def _arguments(fn: Mapping[str, Any], fault: str) -> str:
     return text
 
 
+def _draw(body: Mapping[str, Any]) -> float:
+    """A number in [0, 1) fixed by the request's messages: the same request always draws the same."""
+    digest = hashlib.blake2b(orjson.dumps(body.get("messages") or body.get("functions")), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
 def _unknown_name(declared: set[str]) -> str:
     name = UNKNOWN_TOOL
     while name in declared:
@@ -180,8 +188,9 @@ def _tool_calls(body: Mapping[str, Any], b: Behaviour, new_id: Callable[[], str]
     tools = _function_tools(body)
     chosen = _chosen_tools(body, b, tools)
     calls = []
+    faulty = b.tool_call_fault != "none" and _draw(body) < b.tool_call_fault_rate
     for i, fn in enumerate(chosen):
-        fault = b.tool_call_fault if i == 0 else "none"
+        fault = b.tool_call_fault if i == 0 and faulty else "none"
         name = fn["name"]
         if fault == "unknown_tool":
             name = _unknown_name({t["name"] for t in tools})

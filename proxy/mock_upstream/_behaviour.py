@@ -27,6 +27,7 @@ class Behaviour:
     chunk_delay_ms: float
     tool_calls: str
     tool_call_fault: str
+    tool_call_fault_rate: float
     json_fault: str
     fault: str
     fault_count: int | None
@@ -44,6 +45,7 @@ class Behaviour:
             chunk_delay_ms=m.chunk_delay_ms,
             tool_calls=m.tool_calls,
             tool_call_fault=m.tool_call_fault,
+            tool_call_fault_rate=m.tool_call_fault_rate,
             json_fault=m.json_fault,
             fault=m.fault,
             fault_count=m.fault_count,

@@ -73,6 +73,9 @@ class MockModel(BaseModel):
     tool_calls: ToolCallMode = Field(
         default="first", description="call the first tool only, or every tool (unless parallel_tool_calls is false)")
     tool_call_fault: ToolCallFault = Field(default="none", description="defect put into the (first) tool call")
+    tool_call_fault_rate: float = Field(
+        default=1.0, ge=0, le=1, description="share of requests that get the tool-call defect; which ones is a "
+                                             "pure function of the request body, so a replay sees the same")
     json_fault: JsonFault = Field(default="none", description="defect put into JSON-mode content")
     fault: FaultName = Field(default="none", description="transport / HTTP fault for the whole request")
     fault_count: int | None = Field(

@@ -1,6 +1,6 @@
 """The HTTP server: the request path and the operational endpoints."""
 
 from proxy.server._app import Settings, create_app, default_spill_path
-from proxy.server._run import run_servers
+from proxy.server._run import QuietServer, run_servers
 
-__all__ = ["Settings", "create_app", "default_spill_path", "run_servers"]
+__all__ = ["QuietServer", "Settings", "create_app", "default_spill_path", "run_servers"]

@@ -15,17 +15,19 @@ from collections.abc import Generator, Sequence
 import uvicorn
 import uvloop
 
-__all__ = ["run_servers"]
+__all__ = ["QuietServer", "run_servers"]
 
 
-class _QuietServer(uvicorn.Server):
+class QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves the process's signals to its owner."""
+
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield  # run_servers owns the signals
 
 
 def run_servers(configs: Sequence[uvicorn.Config]) -> None:
-    servers = [_QuietServer(config) for config in configs]
+    servers = [QuietServer(config) for config in configs]
 
     def stop(signum: int, frame: object) -> None:
         for server in servers:
