@@ -109,6 +109,40 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from proxy.records import open_store
+    from proxy.reports import build_report, render_html, render_text, report_inputs
+
+    inputs: dict = {}
+    if args.policy:
+        policy = _load_policy(args.policy)
+        if policy is None:
+            return 1
+        inputs = report_inputs(policy)
+
+    async def run() -> dict:
+        store = open_store(_store_url(args.store))
+        await store.open()
+        try:
+            return await build_report(store, route=args.route, since=args.since, until=args.until,
+                                      mde=args.mde, **inputs)
+        finally:
+            await store.close()
+
+    report = asyncio.run(run())
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    elif args.html:
+        path = Path(args.html)
+        path.write_text(render_html(report), encoding="utf-8")
+        print(path.resolve())
+    else:
+        print(render_text(report))
+    return 0
+
+
 def _cmd_mock_upstream(args: argparse.Namespace) -> int:
     from proxy.mock_upstream import MockConfig, load_config, serve
 
@@ -150,6 +184,18 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--limit", type=int)
     export.add_argument("--format", choices=("jsonl",), default="jsonl")
     export.set_defaults(func=_cmd_export)
+
+    report = commands.add_parser("report", help="per-variant outcomes, verdicts and health: table, JSON or HTML")
+    report.add_argument("--store", help=f"store URL (default: $SLUICEGATE_STORE or {DEFAULT_STORE})")
+    report.add_argument("--policy", help="policy file: metric types and goals, controls, split weights")
+    report.add_argument("--route")
+    report.add_argument("--since", type=parse_time, help="epoch, ISO time, or age like 24h")
+    report.add_argument("--until", type=parse_time)
+    report.add_argument("--mde", type=float, help="minimum detectable difference for boolean metrics (default 0.02)")
+    out = report.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print the JSON with every figure")
+    out.add_argument("--html", metavar="FILE", help="write a self-contained HTML page")
+    report.set_defaults(func=_cmd_report)
 
     mock = commands.add_parser("mock-upstream", help="run the OpenAI-compatible mock upstream")
     mock.add_argument("--host", default="127.0.0.1")

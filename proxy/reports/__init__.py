@@ -6,6 +6,9 @@ Arm 1 is the control, arm 2 the candidate; every difference is candidate − con
 inconclusive with the numbers behind it.
 """
 
+from ._engine import MEANINGS, build_report, report_inputs
+from ._render_html import render_html
+from ._render_text import render_text
 from ._sequential import (
     DEFAULT_TUNE_N,
     SequentialResult,
@@ -43,6 +46,11 @@ from ._verdict import (
 )
 
 __all__ = [
+    "MEANINGS",
+    "build_report",
+    "render_html",
+    "render_text",
+    "report_inputs",
     "DEFAULT_MDE",
     "DEFAULT_MIN_N",
     "DEFAULT_TUNE_N",

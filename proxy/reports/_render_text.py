@@ -1,0 +1,91 @@
+"""The report as a terminal table (plain text, no dependency)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["render_text", "fmt"]
+
+
+def fmt(x: Any, kind: str = "") -> str:
+    if x is None:
+        return "—"
+    if kind == "pct":
+        return f"{100 * x:.1f}%"
+    if kind == "ms":
+        return f"{x:.0f}"
+    if kind == "usd":
+        return f"${x:.6f}"
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    return str(x)
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
+    out = [line, "  ".join("─" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    return out
+
+
+def render_text(report: dict[str, Any]) -> str:
+    out: list[str] = []
+    if not report["routes"]:
+        return "no records in the window\n"
+    for r in report["routes"]:
+        out.append(f"route {r['route']}  (control: {r['control']})")
+        rows = []
+        for a in r["arms"]:
+            cov = a["coverage"]["requests"]["pct"]
+            rows.append([a["variant"] + (" (control)" if a["is_control"] else ""), str(a["requests"]),
+                         str(a["episodes"]), str(a["outcomes_received"]),
+                         "—" if cov is None else f"{cov:.1f}%", fmt(a["guards"]["rate"], "pct"),
+                         fmt(a["error_rate"], "pct"), str(a["fallbacks"]), str(a["retries"]),
+                         fmt(a["latency_ms"]["p50"], "ms"), fmt(a["latency_ms"]["p95"], "ms"),
+                         fmt(a["latency_ms"]["p99"], "ms"), fmt(a["ttft_ms"]["p50"], "ms"),
+                         fmt(a["cost"]["per_request_usd"], "usd"), fmt(a["cost"]["per_success_usd"], "usd"),
+                         "yes" if a["drift"]["drifted"] else "no"])
+        out += _table(["variant", "requests", "episodes", "outcomes", "coverage", "guard fail", "errors",
+                       "fallbacks", "retries", "p50 ms", "p95 ms", "p99 ms", "ttft p50", "cost/req",
+                       "cost/success", "drift"], rows)
+        out.append("")
+        rows = []
+        for a in r["arms"]:
+            for name, m in a["metrics"].items():
+                if not m["n"]:
+                    continue
+                value = m.get("rate", m.get("mean"))
+                kind = "pct" if "rate" in m else ""
+                lo, hi = m["interval"]
+                rows.append([a["variant"], name, str(m["n"]), fmt(value, kind),
+                             f"[{fmt(lo, kind)}, {fmt(hi, kind)}]"])
+        if rows:
+            out += _table(["variant", "metric", "n", "value", "95% interval"], rows)
+            out.append("")
+        if r["comparisons"]:
+            rows = []
+            for c in r["comparisons"]:
+                rows.append([f"{c['candidate']} vs {c['control']}", c["metric"], f"{c['diff']:+.4g}",
+                             f"[{fmt(c['interval'][0])}, {fmt(c['interval'][1])}]", fmt(c["p_value"]),
+                             fmt(c["sequential_p"]), fmt(c["sequential_p_adjusted"]), c["verdict"]])
+            out += _table(["comparison", "metric", "diff", "95% CI", "p (z/Welch)", "always-valid p",
+                           "adjusted p", "verdict"], rows)
+            if r["multiple_comparisons"]:
+                out.append("verdicts use always-valid p-values Holm-adjusted across this route's metrics")
+            for c in r["comparisons"]:
+                out.append(f"  {c['candidate']} / {c['metric']}: {c['verdict']} — {c['reason']}; {c['meaning']}")
+            out.append("")
+        if r["srm"]:
+            s = r["srm"]
+            out.append(f"sample-ratio check: observed {s['observed']} vs weights {s['weights']}: "
+                       f"chi2 = {s['chi2']:.3g}, p = {s['p']:.3g}" + ("  ⚠ MISMATCH" if s["warning"] else " (ok)"))
+        for a in r["arms"]:
+            g = a["guards"]
+            if g["by_class"]:
+                out.append(f"guard failures {a['variant']}: " + ", ".join(
+                    f"{x['class']}/{x['severity']} {x['failures']}" for x in g["by_class_severity"]))
+        for w in r["warnings"]:
+            out.append(f"⚠ {w}")
+        out.append("")
+    return "\n".join(out)
