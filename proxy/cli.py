@@ -154,6 +154,17 @@ def _cmd_mock_upstream(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from proxy.demo import run_demo
+    from proxy.logs import configure_logging
+
+    configure_logging(json=False, level="warning")
+    report = asyncio.run(run_demo(users=args.users, seed=args.seed, store=args.store))
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    return 0 if report["demo"]["recovered"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sluicegate", description="OpenAI-compatible evaluation gateway.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -203,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     mock.add_argument("--config", help="YAML file of per-model behaviour")
     mock.add_argument("--latency-ms", type=float, help="latency of every answer")
     mock.set_defaults(func=_cmd_mock_upstream)
+    demo = commands.add_parser("demo", help="run the whole loop with simulated users and print the report")
+    demo.add_argument("--users", type=int, default=3000, help="simulated users (one episode each)")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--store", help="store URL (default: a new SQLite file in a temporary folder)")
+    demo.add_argument("--json", action="store_true", help="also print the report as JSON on stdout")
+    demo.set_defaults(func=_cmd_demo)
     return parser
 
 

@@ -23,6 +23,7 @@ from proxy.server._feedback_api import feedback, feedback_batch
 from proxy.server._gateway import build_providers, compile_routes
 from proxy.server._inference import serve_inference
 from proxy.server._ops import healthz, list_models, readyz
+from proxy.server._reports_api import reports, route_report
 from proxy.server._state import Gateway
 
 __all__ = ["Settings", "create_app", "default_spill_path"]
@@ -109,6 +110,8 @@ def create_app(settings: Settings) -> Starlette:
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/feedback", feedback, methods=["POST"]),
         Route("/v1/feedback/batch", feedback_batch, methods=["POST"]),
+        Route("/v1/reports", reports, methods=["GET"]),
+        Route("/v1/reports/{route}", route_report, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]
