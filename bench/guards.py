@@ -1,6 +1,6 @@
 """Timing of the tool_params + json_schema guards on a typical 5-tool request (not a test).
 
-    .venv/bin/python tests/guards/bench_guards.py [--libs]
+    .venv/bin/python bench/guards.py [--libs]
 
 Prints p50/p95 µs of GuardChain.run([tool_params, json_schema]) for: an answer with two parallel
 valid tool calls, the same with three faults, and a structured-output answer; `--libs` also compares
