@@ -20,16 +20,13 @@ import sqlite3
 import time
 from pathlib import Path
 
-import orjson
-
 from proxy.records import open_store
-from proxy.records._store import INDEXED_COLUMNS
+from proxy.records._store import INDEXED_COLUMNS, REPORT_COLUMNS, _row_params
 
 ROUTE = "support-bot"
 VARIANTS = ("prod", "cand")
 RATES = {"prod": 0.70, "cand": 0.73}
 T0 = 1_760_000_000.0
-
 
 def _record(rng: random.Random, i: int, req: int, attempt: int, reason: str, variant: str,
             served: bool, episode: str, t: float) -> tuple:
@@ -55,10 +52,7 @@ def _record(rng: random.Random, i: int, req: int, attempt: int, reason: str, var
         "cost_usd": 0.0002 + (req % 7) * 1e-5, "latency_ms": lat, "ttft_ms": lat / 3,
         "status": 200 if served else 502, "outcome": "ok" if served else "upstream_error", "guards": guards,
     }
-    row = {**data, "correlation_id": None, "request_hash": None}
-    return (data["id"], *(int(row[k]) if k == "served" else row.get(k) for k in INDEXED_COLUMNS),
-            orjson.dumps(data).decode())
-
+    return tuple(_row_params(data))  # the store's own encoding: indexed and report columns, data
 
 def build(path: str, n_records: int, seed: int = 7) -> None:
     rng = random.Random(seed)
@@ -66,8 +60,8 @@ def build(path: str, n_records: int, seed: int = 7) -> None:
     conn.execute("BEGIN")
     params: list[tuple] = []
     outcomes: list[tuple] = []
-    insert = (f"INSERT INTO records (id, {', '.join(INDEXED_COLUMNS)}, data) "
-              f"VALUES ({', '.join('?' * (len(INDEXED_COLUMNS) + 2))})")
+    insert = (f"INSERT INTO records (id, {', '.join(INDEXED_COLUMNS)}, {', '.join(REPORT_COLUMNS)}, data) "
+              f"VALUES ({', '.join('?' * (len(INDEXED_COLUMNS) + len(REPORT_COLUMNS) + 2))})")
     ins_out = ("INSERT INTO outcomes (id, metric, value, level, received_at, request_id, episode_id, source, data) "
                "VALUES (?,?,?,?,?,?,?,?,?)")
     span = 30 * 86400
@@ -80,7 +74,7 @@ def build(path: str, n_records: int, seed: int = 7) -> None:
         for _ in range(rng.randint(3, 7)):
             req += 1
             t = T0 + span * i / n_records
-            fallback = rng.random() < 0.05
+            fallback = rng.random() < 0.05 and i + 2 <= n_records  # exactly n_records rows
             i += 1
             params.append(_record(rng, i, req, 1, "primary", variant, not fallback, episode, t))
             if fallback:
@@ -101,7 +95,6 @@ def build(path: str, n_records: int, seed: int = 7) -> None:
     conn.execute("COMMIT")
     conn.close()
 
-
 async def _prepare(path: str, n: int) -> None:
     store = open_store(f"sqlite:///{path}")
     await store.open()  # creates the schema
@@ -117,7 +110,6 @@ async def _prepare(path: str, n: int) -> None:
         t = time.perf_counter()
         build(path, n)
         print(f"built {n:,} records in {time.perf_counter() - t:.1f} s ({os.path.getsize(path) / 1e6:.0f} MB)")
-
 
 async def run(path: str, n: int, repeat: int) -> list[float]:
     from proxy.reports import build_report
@@ -142,7 +134,6 @@ async def run(path: str, n: int, repeat: int) -> list[float]:
         print(f"  {phase:<14} {secs:.3f} s")
     return times
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=1_000_000)
@@ -156,7 +147,6 @@ def main() -> None:
         if not args.keep:
             for suffix in ("", "-wal", "-shm"):
                 Path(args.path + suffix).unlink(missing_ok=True)
-
 
 if __name__ == "__main__":
     main()

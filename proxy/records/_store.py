@@ -7,9 +7,12 @@
 - `postgresql://…` comes with the scale-out work.
 
 SQLite runs in WAL mode with synchronous=NORMAL (a power cut may lose the last transactions, never
-corrupt the file; the recorder's spill file covers crashes of the process). All database work
-runs on ONE dedicated thread (a `ThreadPoolExecutor(max_workers=1)`, which owns the connection),
-reached with `loop.run_in_executor`, so the event loop never waits on SQLite.
+corrupt the file; the recorder's spill file covers crashes of the process). All writes run on ONE
+dedicated thread (a `ThreadPoolExecutor(max_workers=1)`, which owns the write connection), reached
+with `loop.run_in_executor`, so the event loop never waits on SQLite. Reads (`fetch`,
+`query_records`, `count_records`: reports, feedback look-ups) run on a SECOND thread with its own
+connection, so a long report never holds up the recorder (WAL: readers and the writer do not block
+each other). A `:memory:` store has one connection, so there reads share the write thread.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import orjson
 from proxy.records._model import Outcome, Record
 from proxy.records._seal import encode_row
 
-__all__ = ["INDEXED_COLUMNS", "SCHEMA_VERSION", "RecordStore", "SQLiteStore", "open_store"]
+__all__ = ["INDEXED_COLUMNS", "REPORT_COLUMNS", "SCHEMA_VERSION", "RecordStore", "SQLiteStore", "open_store"]
 
 _T = TypeVar("_T")
 
@@ -69,7 +72,7 @@ class RecordStore(Protocol):
 
 # --- SQLite --------------------------------------------------------------------------------------
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Columns copied out of the row (for filtering and indexes); the whole row is in `data`.
 INDEXED_COLUMNS = (
@@ -77,6 +80,18 @@ INDEXED_COLUMNS = (
     "episode_id", "correlation_id", "user_id", "provider", "model_requested", "model_served",
     "status", "outcome", "request_hash",
 )
+
+# Columns (schema v3) holding what the reports aggregate, so a report never parses `data`. They are
+# declared without a type (no affinity): a value is stored exactly as it came (int stays int, float
+# stays float), as json_extract would return it. `guard_failures` counts the failed guards (passed
+# missing, null, false or 0); `failed_guards` is NULL or a compact JSON array of [taxonomy, severity]
+# per failed guard (only ~a few % of rows have one).
+REPORT_COLUMNS = (
+    "attempt_reason", "latency_ms", "ttft_ms", "prompt_tokens", "completion_tokens", "cost_usd",
+    "system_fingerprint", "guard_failures", "failed_guards",
+)
+
+_FAILED = "coalesce(json_extract(g.value, '$.passed'), 0) = 0"
 
 # version -> statements. A later version appends an entry; `open()` applies what is missing.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -122,12 +137,45 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX IF NOT EXISTS outcomes_episode ON outcomes (metric, episode_id)",
         "CREATE INDEX IF NOT EXISTS records_route_served ON records (route, served, started_at)",
     ),
+    3: (
+        *(f"ALTER TABLE records ADD COLUMN {name}" for name in REPORT_COLUMNS),
+        # back-fill from `data` (once; slow on a big store, instant on a new one)
+        f"""UPDATE records SET
+            attempt_reason = json_extract(data, '$.attempt_reason'),
+            latency_ms = json_extract(data, '$.latency_ms'),
+            ttft_ms = json_extract(data, '$.ttft_ms'),
+            prompt_tokens = json_extract(data, '$.usage.prompt_tokens'),
+            completion_tokens = json_extract(data, '$.usage.completion_tokens'),
+            cost_usd = json_extract(data, '$.cost_usd'),
+            system_fingerprint = json_extract(data, '$.system_fingerprint'),
+            guard_failures = (SELECT count(*) FROM json_each(records.data, '$.guards') g WHERE {_FAILED}),
+            failed_guards = (SELECT json_group_array(json_array(json_extract(g.value, '$.taxonomy'),
+                                                                json_extract(g.value, '$.severity')))
+                             FROM json_each(records.data, '$.guards') g WHERE {_FAILED}
+                             HAVING count(*) > 0)""",
+        # report indexes. Per arm: aggregates and latency percentiles (covering, ordered by latency)
+        """CREATE INDEX IF NOT EXISTS records_arm_latency ON records
+            (route, variant, attempt, served, latency_ms, started_at, ttft_ms,
+             prompt_tokens, completion_tokens, cost_usd)""",
+        "CREATE INDEX IF NOT EXISTS records_arm_ttft ON records (route, variant, attempt, served, ttft_ms, started_at)",
+        """CREATE INDEX IF NOT EXISTS records_arm_drift ON records
+            (route, variant, model_served, system_fingerprint, attempt, started_at)""",
+        # request / episode look-ups become covering for the report's joins
+        "DROP INDEX IF EXISTS records_request_id",
+        "CREATE INDEX IF NOT EXISTS records_request ON records (request_id, attempt, route, variant, started_at)",
+        "DROP INDEX IF EXISTS records_episode_id",
+        "CREATE INDEX IF NOT EXISTS records_episode ON records (episode_id, route, variant, attempt, started_at)",
+        # small partial indexes: later attempts (fallbacks, retries, shadows) and failed guards
+        "CREATE INDEX IF NOT EXISTS records_later ON records (request_id) WHERE attempt > 1",
+        "CREATE INDEX IF NOT EXISTS records_guard_failed ON records (route, started_at) WHERE guard_failures > 0",
+        "CREATE INDEX IF NOT EXISTS outcomes_level_request ON outcomes (level, request_id)",
+    ),
 }
 assert max(_MIGRATIONS) == SCHEMA_VERSION
 
 _INSERT_SQL = (
-    f"INSERT OR IGNORE INTO records (id, {', '.join(INDEXED_COLUMNS)}, data) "
-    f"VALUES ({', '.join('?' * (len(INDEXED_COLUMNS) + 2))})"
+    f"INSERT OR IGNORE INTO records (id, {', '.join(INDEXED_COLUMNS)}, {', '.join(REPORT_COLUMNS)}, data) "
+    f"VALUES ({', '.join('?' * (len(INDEXED_COLUMNS) + len(REPORT_COLUMNS) + 2))})"
 )
 
 
@@ -150,21 +198,60 @@ def _outcome_params(row: Mapping[str, Any] | Outcome) -> list[Any]:
 _ROW_KEYS = ("id", *INDEXED_COLUMNS)
 _RECORD_COLUMNS = operator.attrgetter(*_ROW_KEYS)
 _SERVED = _ROW_KEYS.index("served")
+_PLAIN_REPORT_KEYS = ("attempt_reason", "latency_ms", "ttft_ms", "cost_usd", "system_fingerprint")
+_RECORD_REPORT = operator.attrgetter(*_PLAIN_REPORT_KEYS, "usage", "guards")
+
+
+def _scalar(value: Any) -> Any:
+    """A value as json_extract returns it: scalars as they are, objects and arrays as JSON text."""
+    if isinstance(value, (dict, list, tuple)):
+        return orjson.dumps(value).decode()
+    return value
+
+
+def _report_values(plain: Sequence[Any], usage: Any, guards: Any) -> list[Any]:
+    """REPORT_COLUMNS of one row (same values as the v3 migration's json_extract back-fill)."""
+    reason, latency, ttft, cost, fingerprint = (_scalar(v) for v in plain)
+    prompt = completion = None
+    if isinstance(usage, Mapping):
+        prompt, completion = _scalar(usage.get("prompt_tokens")), _scalar(usage.get("completion_tokens"))
+    values = [reason, latency, ttft, prompt, completion, cost, fingerprint]
+    failed = None
+    if guards:
+        if isinstance(guards, Mapping):
+            guards = list(guards.values())
+        elif not isinstance(guards, (list, tuple)):
+            guards = [guards]
+        for g in guards:
+            passed = g.get("passed") if isinstance(g, Mapping) else None
+            if passed is None or (passed == 0 and not isinstance(passed, str)):
+                if failed is None:
+                    failed = []
+                if isinstance(g, Mapping):
+                    failed.append([_scalar(g.get("taxonomy")), _scalar(g.get("severity"))])
+                else:
+                    failed.append([None, None])
+    values.append(len(failed) if failed else 0)
+    values.append(orjson.dumps(failed).decode() if failed else None)
+    return values
 
 
 def _row_params(row: Mapping[str, Any] | Record) -> list[Any]:
-    """The INSERT parameters of one row: id, the indexed columns, the row as JSON text.
+    """The INSERT parameters of one row: id, the indexed columns, the report columns, the row as JSON.
 
     A `Record` is encoded directly (orjson serialises dataclasses natively; measured ~2x cheaper
     than building its dict first), so the recorder can hand records over unconverted.
     """
     if isinstance(row, Record):
         values = list(_RECORD_COLUMNS(row))
+        *plain, usage, guards = _RECORD_REPORT(row)
+        report = _report_values(plain, usage, guards)
     elif isinstance(row, Mapping):
         if not isinstance(row, dict):
             row = dict(row)
         get = row.get
         values = [get(key) for key in _ROW_KEYS]
+        report = _report_values([get(key) for key in _PLAIN_REPORT_KEYS], get("usage"), get("guards"))
     else:
         raise TypeError(f"a record row must be a dict or a Record, not {type(row).__name__}")
     rid = values[0]
@@ -173,6 +260,7 @@ def _row_params(row: Mapping[str, Any] | Record) -> list[Any]:
     served = values[_SERVED]
     if served is not None:
         values[_SERVED] = int(bool(served))
+    values += report
     values.append(encode_row(row).decode())
     return values
 
@@ -186,6 +274,8 @@ class SQLiteStore:
         self.url = url or f"sqlite:///{self.path}"
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._read_executor: ThreadPoolExecutor | None = None
+        self._rconn: sqlite3.Connection | None = None
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.url!r})"
@@ -198,10 +288,23 @@ class SQLiteStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, fn, *args)
 
+    async def _read(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run a read on the read thread (the write thread for `:memory:`)."""
+        executor = self._read_executor or self._executor
+        if executor is None:
+            raise RuntimeError(f"record store {self.url} is not open")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(executor, fn, *args)
+
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             raise RuntimeError(f"record store {self.url} is not open")
         return self._conn
+
+    def _reader(self) -> sqlite3.Connection:
+        if self._rconn is not None:
+            return self._rconn
+        return self._connection()
 
     # -- thread-side work (runs only on the store's thread)
 
@@ -215,11 +318,26 @@ class SQLiteStore:
             if mode.lower() != "wal" and self.path != ":memory:":
                 raise RuntimeError(f"record store {self.url}: cannot enable WAL (journal_mode is {mode})")
             conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA temp_store = MEMORY")
+            conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: index pages stay cached between batches
             self._migrate(conn)
         except BaseException:
             conn.close()
             raise
         self._conn = conn
+
+    def _open_reader_sync(self) -> None:
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None,
+                               check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms:d}")
+            conn.execute("PRAGMA temp_store = MEMORY")  # the report's temp tables
+            conn.execute("PRAGMA cache_size = -262144")  # 256 MiB
+            conn.execute("PRAGMA mmap_size = 4294967296")  # reads straight from the page cache
+        except BaseException:
+            conn.close()
+            raise
+        self._rconn = conn
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
@@ -270,7 +388,7 @@ class SQLiteStore:
 
     def _query_sync(self, since: float | None, until: float | None, route: str | None,
                     request_id: str | None, limit: int | None) -> list[dict[str, Any]]:
-        conn = self._connection()
+        conn = self._reader()
         where: list[str] = []
         args: list[Any] = []
         if since is not None:
@@ -296,15 +414,20 @@ class SQLiteStore:
         return [loads(data) for (data,) in conn.execute(sql, args)]
 
     def _fetch_sync(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        return self._connection().execute(sql, tuple(params)).fetchall()
+        return self._reader().execute(sql, tuple(params)).fetchall()
 
     def _count_sync(self) -> int:
-        return self._connection().execute("SELECT count(*) FROM records").fetchone()[0]
+        return self._reader().execute("SELECT count(*) FROM records").fetchone()[0]
 
     def _close_sync(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def _close_reader_sync(self) -> None:
+        if self._rconn is not None:
+            self._rconn.close()
+            self._rconn = None
 
     # -- the RecordStore interface
 
@@ -313,6 +436,10 @@ class SQLiteStore:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sluicegate-sqlite")
         if self._conn is None:
             await self._call(self._open_sync)
+        if self.path != ":memory:" and self._rconn is None:
+            if self._read_executor is None:
+                self._read_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sluicegate-sqlite-read")
+            await asyncio.get_running_loop().run_in_executor(self._read_executor, self._open_reader_sync)
 
     async def write_records(self, rows: Sequence[Mapping[str, Any] | Record]) -> int:
         return await self._call(self._write_sync, list(rows))
@@ -323,17 +450,25 @@ class SQLiteStore:
     async def query_records(self, *, since: float | None = None, until: float | None = None,
                             route: str | None = None, request_id: str | None = None,
                             limit: int | None = None) -> list[dict[str, Any]]:
-        return await self._call(self._query_sync, since, until, route, request_id, limit)
+        return await self._read(self._query_sync, since, until, route, request_id, limit)
 
     async def count_records(self) -> int:
-        return await self._call(self._count_sync)
+        return await self._read(self._count_sync)
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """A read-only query on the store's thread (reports, feedback look-ups). Portable SQL only:
-        the same statements must run on PostgreSQL later (`?` placeholders are translated there)."""
-        return await self._call(self._fetch_sync, sql, params)
+        """A read-only query on the store's read thread and connection (reports, feedback look-ups;
+        temp tables a report creates live on that connection). Portable SQL only: the same
+        statements must run on PostgreSQL later (`?` placeholders are translated there)."""
+        return await self._read(self._fetch_sync, sql, params)
 
     async def close(self) -> None:
+        reader = self._read_executor
+        if reader is not None:
+            try:
+                await asyncio.get_running_loop().run_in_executor(reader, self._close_reader_sync)
+            finally:
+                self._read_executor = None
+                reader.shutdown(wait=False)
         executor = self._executor
         if executor is None:
             return

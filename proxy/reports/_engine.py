@@ -98,6 +98,32 @@ def _var(n: int, s: float, ss: float) -> float:
     return max((ss - s * s / n) / (n - 1), 0.0) if n >= 2 else 0.0
 
 
+def _add(a: Any, b: Any) -> Any:
+    """SQL sum() of two partial sums: NULL when both are NULL."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a + b
+
+
+def _merge_arms(first_rows: list[tuple], late_rows: list[tuple], ep_any_rows: list[tuple]) -> list[tuple]:
+    """Per (route, arm): requests, episodes (any), attempts, served, fallbacks, retries, prompt,
+    completion, cost, cost_n, first, last, n latency, n ttft — attempt 1 plus later attempts."""
+    late = {(r[0], r[1]): r[2:] for r in late_rows}
+    eps: dict[tuple[str, str], int] = defaultdict(int)
+    for rt, arm, n in ep_any_rows:
+        eps[(rt, arm)] += n
+    out = []
+    for rt, arm, requests, served, pt, ct, cost, cost_n, t0, t1, n_lat, n_ttft in first_rows:
+        l_att, l_served, l_fb, l_rt, l_pt, l_ct, l_cost, l_cost_n, l_lat, l_ttft = late.get(
+            (rt, arm), (0, 0, 0, 0, None, None, None, 0, 0, 0))
+        out.append((rt, arm, requests, eps.get((rt, arm), 0), requests + l_att, _add(served, l_served),
+                    l_fb or 0, l_rt or 0, _add(pt, l_pt), _add(ct, l_ct), _add(cost, l_cost),
+                    cost_n + l_cost_n, t0, t1, n_lat + l_lat, n_ttft + l_ttft))
+    return out
+
+
 async def _run(store: Any, sql: str, params: list[Any] | tuple = ()) -> list[tuple]:
     return await store.fetch(sql, list(params))
 
@@ -129,7 +155,13 @@ async def build_report(store: Any, *, route: str | None = None, since: float | N
             await _run(store, sql, params)
         timings["snapshot"] = time.perf_counter() - started
         t = time.perf_counter()
-        arm_rows = await _timed(timings, 'arms', store, q.arms(tag))
+        sql, params = q.arms_first(route, since, until)
+        first_rows = await _timed(timings, 'arms', store, sql, params)
+        late_rows = await _timed(timings, 'arms_late', store, q.arms_late(tag))
+        ep_rows = await _timed(timings, 'episodes', store, q.episodes(tag))
+        sql, params = q.episodes_mixed_arms(tag, route, since, until)
+        mixed_rows = await _timed(timings, 'episodes_mixed', store, sql, params)
+        arm_rows = _merge_arms(first_rows, late_rows, [r for r in ep_rows if r[1] is not None] + mixed_rows)
         first = min((r[12] for r in arm_rows), default=None)
         last = max((r[13] for r in arm_rows), default=None)
         lo = since if since is not None else first
@@ -144,19 +176,26 @@ async def build_report(store: Any, *, route: str | None = None, since: float | N
                 for label in labels:
                     if count:
                         rank = (count * q.PERCENTILES[label] + 99) // 100  # nearest rank, 1-based
-                        got = await _run(store, q.value_at(tag, column), [row[0], row[1], rank - 1])
+                        # walk the sorted values from the nearer end: same value, fewer index steps
+                        descending = rank > (count + 1) // 2
+                        offset = count - rank if descending else rank - 1
+                        sql, window_args = q.value_at(tag, column, route, since, until, descending)
+                        got = await _run(store, sql, [row[0], row[1], *window_args, row[0], row[1], offset])
                         entry[label] = got[0][0] if got else None
         timings["percentiles"] = time.perf_counter() - t1
-        guard_rows = await _timed(timings, 'guards', store, q.guard_classes(tag))
-        guard_req_rows = await _timed(timings, 'guard_requests', store, q.guard_requests(tag))
-        drift_rows = await _timed(timings, 'drift', store, q.drift(tag))
-        ep_rows = await _timed(timings, 'episodes', store, q.episodes(tag))
+        sql, params = q.guard_classes(tag, route, since, until)
+        guard_rows = await _timed(timings, 'guards', store, sql, params)
+        sql, params = q.guard_requests(tag, route, since, until)
+        guard_req_rows = await _timed(timings, 'guard_requests', store, sql, params)
+        sql, params = q.drift(tag, route, since, until)
+        drift_rows = await _timed(timings, 'drift', store, sql, params)
         kind_rows = await _timed(timings, 'metric_kinds', store, q.metric_kinds())
-        sql, params = q.inference_outcomes(tag, bucket)
+        sql, params = q.inference_outcomes(route, since, until, bucket)
         inf_rows = await _timed(timings, 'inference_outcomes', store, sql, params)
         sql, params = q.episode_outcomes(tag, bucket)
         epo_rows = await _timed(timings, 'episode_outcomes', store, sql, params)
-        cov_rows = await _timed(timings, 'coverage', store, q.coverage(tag))
+        sql, params = q.coverage(tag, route, since, until)
+        cov_rows = await _timed(timings, 'coverage', store, sql, params)
         timings["aggregates"] = time.perf_counter() - t
     finally:
         for sql in q.drop_snapshot(tag):

@@ -1,12 +1,21 @@
 """The report's SQL. Every JSON-function expression (SQLite JSON1) lives in this module, so the
 PostgreSQL port (jsonb operators, jsonb_array_elements) replaces this file only.
 
-Plan: ONE pass over `records` (the only pass that reads `data`) fills a per-report TEMP table
-`snapshot` — one row per non-shadow attempt of each request whose attempt 1 is in the window,
-with the request's intention-to-treat arm and the few JSON fields the report needs; a TEMP table
-`episodes` holds each episode's arm. Every figure is then a GROUP BY over these small tables (and
-the `outcomes` table). Temp tables are private to the store's connection; names carry a per-report
-suffix and are dropped at the end.
+Plan (schema v3): the report never parses `records.data`. Everything it aggregates is a real column
+of `records` (`attempt_reason`, `latency_ms`, `ttft_ms`, `prompt_tokens`, `completion_tokens`,
+`cost_usd`, `system_fingerprint`, `guard_failures`, `failed_guards`), and the indexes of schema v3
+make each figure a GROUP BY over a covering index:
+
+* attempt 1 of each request (≈95% of rows, the arm is its own `variant`) is aggregated straight from
+  `records` (`records_arm_latency`, `records_arm_ttft`, `records_arm_drift`, `records_episode`);
+* later non-shadow attempts (fallbacks, retries: a few %) whose attempt 1 is in the window go to a
+  small per-report TEMP table `late_{tag}` carrying the arm, route, episode and start time of their
+  attempt 1 (intention-to-treat); each figure adds the two parts;
+* TEMP table `ep_{tag}`: each episode's arm (its requests' attempt-1 variants).
+
+Temp tables live on the store's read connection; names carry a per-report suffix and are dropped
+at the end. Percentiles are exact nearest-rank: the value at an offset of an index-ordered merge of
+the two parts, walked from whichever end is nearer.
 """
 
 from __future__ import annotations
@@ -15,6 +24,9 @@ from typing import Any
 
 # nearest-rank percentiles: rank = ceil(p·n)
 PERCENTILES = {"p50": 50, "p95": 95, "p99": 99}
+
+# value column of the percentile figures: (records column, late_{tag} column)
+PERCENTILE_COLUMNS = {"lat": ("latency_ms", "lat"), "ttft": ("ttft_ms", "ttft")}
 
 
 def window(alias: str, route: str | None, since: float | None, until: float | None) -> tuple[str, list[Any]]:
@@ -31,84 +43,117 @@ def window(alias: str, route: str | None, since: float | None, until: float | No
     return sql, args
 
 
-_JSON_FIELDS = ("'$.usage.prompt_tokens'", "'$.usage.completion_tokens'", "'$.cost_usd'", "'$.latency_ms'",
-                "'$.ttft_ms'", "'$.system_fingerprint'", "'$.guards'")
-
-
 def create_snapshot(tag: str, route: str | None, since: float | None, until: float | None) -> list[tuple[str, list[Any]]]:
-    """Statements (sql, params) that build the temp tables `snap_{tag}` and `ep_{tag}`."""
-    wr, ar = window("r", route, since, until)
+    """Statements (sql, params) that build the temp tables `late_{tag}` and `ep_{tag}`."""
     wa, aa = window("a", route, since, until)
-    multi = ", ".join(_JSON_FIELDS)  # one parse of `data` per row: json_extract with many paths → array
-    snap = f"snap_{tag}"
+    wr, ar = window("r", route, since, until)
+    late = f"late_{tag}"
     ep = f"ep_{tag}"
     return [
-        (f"""CREATE TEMP TABLE {snap} AS
-        WITH raw AS MATERIALIZED (
-            SELECT r.route AS route, r.variant AS arm, r.variant AS variant, r.request_id AS request_id,
-                   r.episode_id AS episode_id, 1 AS attempt, 'primary' AS reason, r.served AS served,
-                   r.started_at AS started_at, r.model_served AS model_served,
-                   json_extract(r.data, {multi}) AS j
-            FROM records r WHERE r.attempt = 1{wr}
-            UNION ALL
-            SELECT a.route, a.variant, x.variant, x.request_id, a.episode_id, x.attempt,
-                   json_extract(x.data, '$.attempt_reason'), x.served, a.started_at, x.model_served,
-                   json_extract(x.data, {multi})
-            FROM records x JOIN records a ON a.request_id = x.request_id AND a.attempt = 1
-            WHERE x.attempt > 1{wa} AND coalesce(json_extract(x.data, '$.attempt_reason'), '') != 'shadow'
-        )
-        SELECT route, arm, variant, request_id, episode_id, attempt, reason, served, started_at, model_served,
-               json_extract(j, '$[0]') AS pt, json_extract(j, '$[1]') AS ct, json_extract(j, '$[2]') AS cost,
-               json_extract(j, '$[3]') AS lat, json_extract(j, '$[4]') AS ttft, json_extract(j, '$[5]') AS fp,
-               CASE WHEN json_array_length(j, '$[6]') > 0 THEN json_extract(j, '$[6]') END AS guards
-        FROM raw""", [*ar, *aa]),
-        (f"CREATE INDEX temp.{snap}_req ON {snap} (request_id, attempt)", []),
-        (f"CREATE INDEX temp.{snap}_lat ON {snap} (route, arm, served, lat)", []),
-        (f"CREATE INDEX temp.{snap}_ttft ON {snap} (route, arm, served, ttft)", []),
+        (f"""CREATE TEMP TABLE {late} AS
+        SELECT a.route AS route, a.variant AS arm, x.variant AS variant, x.request_id AS request_id,
+               x.attempt AS attempt, x.attempt_reason AS reason, x.served AS served, a.started_at AS started_at,
+               x.model_served AS model_served, x.prompt_tokens AS pt, x.completion_tokens AS ct,
+               x.cost_usd AS cost, x.latency_ms AS lat, x.ttft_ms AS ttft, x.system_fingerprint AS fp,
+               x.guard_failures AS guard_failures, x.failed_guards AS failed_guards
+        FROM records x JOIN records a ON a.request_id = x.request_id AND a.attempt = 1
+        WHERE x.attempt > 1{wa} AND coalesce(x.attempt_reason, '') != 'shadow'""", aa),
+        (f"CREATE INDEX temp.{late}_lat ON {late} (route, arm, served, lat)", []),
+        (f"CREATE INDEX temp.{late}_ttft ON {late} (route, arm, served, ttft)", []),
         (f"""CREATE TEMP TABLE {ep} AS
-        SELECT route, episode_id, min(arm) AS arm, count(DISTINCT arm) AS nv, min(started_at) AS started_at
-        FROM {snap} WHERE attempt = 1 AND episode_id IS NOT NULL GROUP BY route, episode_id""", []),
+        SELECT r.route AS route, r.episode_id AS episode_id, min(r.variant) AS arm,
+               count(DISTINCT r.variant) AS nv, min(r.started_at) AS started_at
+        FROM records r WHERE r.episode_id IS NOT NULL AND r.attempt = 1{wr}
+        GROUP BY r.episode_id, r.route""", ar),
         (f"CREATE INDEX temp.{ep}_id ON {ep} (episode_id)", []),
     ]
 
 
 def drop_snapshot(tag: str) -> list[str]:
-    return [f"DROP TABLE IF EXISTS temp.snap_{tag}", f"DROP TABLE IF EXISTS temp.ep_{tag}"]
+    return [f"DROP TABLE IF EXISTS temp.late_{tag}", f"DROP TABLE IF EXISTS temp.ep_{tag}"]
 
 
-def arms(tag: str) -> str:
-    return f"""SELECT route, arm,
-        sum(attempt = 1), count(DISTINCT CASE WHEN attempt = 1 THEN episode_id END), count(*),
-        sum(served = 1), sum(reason = 'fallback'), sum(reason = 'retry'),
-        sum(pt), sum(ct), sum(cost), count(cost), min(started_at), max(started_at),
+def arms_first(route: str | None, since: float | None, until: float | None) -> tuple[str, list[Any]]:
+    """Attempt-1 part per (route, arm): requests, served, prompt, completion, cost, cost_n,
+    first, last, n latency, n ttft (covering index records_arm_latency)."""
+    w, a = window("r", route, since, until)
+    return (f"""SELECT r.route, r.variant, count(*), sum(r.served = 1),
+        sum(r.prompt_tokens), sum(r.completion_tokens), sum(r.cost_usd), count(r.cost_usd),
+        min(r.started_at), max(r.started_at),
+        count(CASE WHEN r.served = 1 THEN r.latency_ms END), count(CASE WHEN r.served = 1 THEN r.ttft_ms END)
+    FROM records r WHERE r.attempt = 1{w} GROUP BY r.route, r.variant""", a)
+
+
+def arms_late(tag: str) -> str:
+    """Later-attempt part per (route, arm): attempts, served, fallbacks, retries, prompt,
+    completion, cost, cost_n, n latency, n ttft."""
+    return f"""SELECT route, arm, count(*), sum(served = 1), sum(reason = 'fallback'), sum(reason = 'retry'),
+        sum(pt), sum(ct), sum(cost), count(cost),
         count(CASE WHEN served = 1 THEN lat END), count(CASE WHEN served = 1 THEN ttft END)
-    FROM snap_{tag} GROUP BY route, arm"""
+    FROM late_{tag} GROUP BY route, arm"""
 
 
-def value_at(tag: str, column: str) -> str:
-    """The value at a 0-based offset of an arm's sorted served attempts (walks the temp index)."""
-    return f"""SELECT {column} FROM snap_{tag} WHERE route = ? AND arm = ? AND served = 1 AND {column} IS NOT NULL
-    ORDER BY {column} LIMIT 1 OFFSET ?"""
+def episodes_mixed_arms(tag: str, route: str | None, since: float | None, until: float | None) -> tuple[str, list[Any]]:
+    """Per (route, arm): mixed episodes (more than one variant) the arm's requests belong to. With the
+    single-variant episodes of `episodes` this makes each arm's distinct episodes."""
+    w, a = window("r", route, since, until)
+    return (f"""SELECT e.route, r.variant, count(DISTINCT e.episode_id)
+    FROM ep_{tag} e CROSS JOIN records r
+    WHERE e.nv > 1 AND r.episode_id = e.episode_id AND r.route = e.route AND r.attempt = 1{w}
+    GROUP BY 1, 2""", a)
 
 
-def guard_classes(tag: str) -> str:
-    return f"""SELECT s.route, s.arm, json_extract(g.value, '$.taxonomy'), json_extract(g.value, '$.severity'),
-        count(*), count(DISTINCT s.request_id)
-    FROM snap_{tag} s, json_each(s.guards) g
-    WHERE s.guards IS NOT NULL AND coalesce(json_extract(g.value, '$.passed'), 0) = 0
-    GROUP BY 1, 2, 3, 4"""
+def value_at(tag: str, column: str, route: str | None, since: float | None, until: float | None,
+             descending: bool) -> tuple[str, list[Any]]:
+    """The value at a 0-based offset (params: route, arm, route, arm, offset) of an arm's sorted served
+    attempts: merge of two index-ordered streams (attempt 1 from records, later ones from late_{tag})."""
+    rcol, lcol = PERCENTILE_COLUMNS[column]
+    _, since_until = window("r", None, since, until)
+    w, _ = window("r", None, since, until)
+    order = " DESC" if descending else ""
+    return (f"""SELECT r.{rcol} FROM records r
+        WHERE r.route = ? AND r.variant = ? AND r.attempt = 1 AND r.served = 1 AND r.{rcol} IS NOT NULL{w}
+    UNION ALL
+    SELECT {lcol} FROM late_{tag} WHERE route = ? AND arm = ? AND served = 1 AND {lcol} IS NOT NULL
+    ORDER BY 1{order} LIMIT 1 OFFSET ?""", since_until)
 
 
-def guard_requests(tag: str) -> str:
-    return f"""SELECT s.route, s.arm, count(DISTINCT s.request_id)
-    FROM snap_{tag} s, json_each(s.guards) g
-    WHERE s.guards IS NOT NULL AND coalesce(json_extract(g.value, '$.passed'), 0) = 0
-    GROUP BY 1, 2"""
+def _failed(tag: str, route: str | None, since: float | None, until: float | None) -> tuple[str, list[Any]]:
+    w, a = window("r", route, since, until)
+    return (f"""WITH g AS (
+        SELECT r.route AS route, r.variant AS arm, r.request_id AS request_id, r.failed_guards AS failed_guards
+        FROM records r WHERE r.guard_failures > 0 AND r.attempt = 1{w}
+        UNION ALL
+        SELECT route, arm, request_id, failed_guards FROM late_{tag} WHERE guard_failures > 0)""", a)
 
 
-def drift(tag: str) -> str:
-    return f"""SELECT route, variant, model_served, fp, min(started_at), max(started_at), count(*)
-    FROM snap_{tag} WHERE model_served IS NOT NULL GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 5"""
+def guard_classes(tag: str, route: str | None, since: float | None, until: float | None) -> tuple[str, list[Any]]:
+    with_, a = _failed(tag, route, since, until)
+    return (f"""{with_}
+    SELECT g.route, g.arm, json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'),
+        count(*), count(DISTINCT g.request_id)
+    FROM g, json_each(g.failed_guards) j
+    GROUP BY 1, 2, 3, 4""", a)
+
+
+def guard_requests(tag: str, route: str | None, since: float | None, until: float | None) -> tuple[str, list[Any]]:
+    with_, a = _failed(tag, route, since, until)
+    return (f"""{with_}
+    SELECT route, arm, count(DISTINCT request_id) FROM g GROUP BY 1, 2""", a)
+
+
+def drift(tag: str, route: str | None, since: float | None, until: float | None) -> tuple[str, list[Any]]:
+    """Per (route, variant that answered, model_served, fingerprint): first and last start, attempts.
+    Later attempts count at their attempt 1's start (as in the arm figures)."""
+    w, a = window("r", route, since, until)
+    return (f"""SELECT route, variant, model_served, fp, min(f0), max(f1), sum(n) FROM (
+        SELECT r.route AS route, r.variant AS variant, r.model_served AS model_served, r.system_fingerprint AS fp,
+               min(r.started_at) AS f0, max(r.started_at) AS f1, count(*) AS n
+        FROM records r WHERE r.attempt = 1 AND r.model_served IS NOT NULL{w} GROUP BY 1, 2, 3, 4
+        UNION ALL
+        SELECT route, variant, model_served, fp, min(started_at), max(started_at), count(*)
+        FROM late_{tag} WHERE model_served IS NOT NULL GROUP BY 1, 2, 3, 4)
+    GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 5""", a)
 
 
 def episodes(tag: str) -> str:
@@ -125,13 +170,16 @@ _LATEST = """SELECT {key}, metric, value FROM (
     FROM outcomes WHERE level = ? AND {key} IS NOT NULL) WHERE rn = 1"""
 
 
-def inference_outcomes(tag: str, bucket: float) -> tuple[str, list[Any]]:
+def inference_outcomes(route: str | None, since: float | None, until: float | None,
+                       bucket: float) -> tuple[str, list[Any]]:
     """Latest inference outcome per (request, metric), joined to the request's arm; per time bucket."""
+    w, a = window("s", route, since, until)
     return (f"""WITH lo AS ({_LATEST.format(key='request_id')})
-    SELECT s.route, s.arm, lo.metric, CAST(s.started_at / ? AS INTEGER), count(*), sum(lo.value),
+    SELECT s.route, s.variant, lo.metric, CAST(s.started_at / ? AS INTEGER), count(*), sum(lo.value),
            sum(lo.value * lo.value), sum(lo.value NOT IN (0, 1))
-    FROM lo JOIN snap_{tag} s ON s.request_id = lo.request_id AND s.attempt = 1
-    GROUP BY 1, 2, 3, 4""", ["inference", bucket])
+    FROM lo CROSS JOIN records s
+    WHERE s.request_id = lo.request_id AND s.attempt = 1{w}
+    GROUP BY 1, 2, 3, 4""", ["inference", bucket, *a])
 
 
 def episode_outcomes(tag: str, bucket: float) -> tuple[str, list[Any]]:
@@ -143,14 +191,17 @@ def episode_outcomes(tag: str, bucket: float) -> tuple[str, list[Any]]:
     GROUP BY 1, 2, 3, 4""", ["episode", bucket])
 
 
-def coverage(tag: str) -> str:
+def coverage(tag: str, route: str | None, since: float | None, until: float | None) -> tuple[str, list[Any]]:
     """Per arm: outcome rows received (inference + episode, corrections included), requests with an
     inference outcome, episodes (not mixed) with an episode outcome."""
-    return f"""
-    SELECT s.route, s.arm, 'requests', count(*), count(DISTINCT s.request_id)
-    FROM outcomes o JOIN snap_{tag} s ON s.request_id = o.request_id AND s.attempt = 1
-    WHERE o.level = 'inference' GROUP BY 1, 2
+    w, a = window("s", route, since, until)
+    return (f"""
+    SELECT s.route, s.variant, 'requests', sum(o.n), count(DISTINCT s.request_id)
+    FROM (SELECT request_id, count(*) AS n FROM outcomes WHERE level = 'inference' AND request_id IS NOT NULL
+          GROUP BY request_id) o
+    CROSS JOIN records s
+    WHERE s.request_id = o.request_id AND s.attempt = 1{w} GROUP BY 1, 2
     UNION ALL
     SELECT e.route, e.arm, 'episodes', count(*), count(DISTINCT e.episode_id)
     FROM outcomes o JOIN ep_{tag} e ON e.episode_id = o.episode_id
-    WHERE o.level = 'episode' AND e.nv = 1 GROUP BY 1, 2"""
+    WHERE o.level = 'episode' AND e.nv = 1 GROUP BY 1, 2""", a)

@@ -170,7 +170,7 @@ async def max_loop_gap(work: Callable[[], Awaitable[None]]) -> float:
 @pytest.mark.parametrize("block_loop", [False, True], ids=["store-thread", "control-blocking"])
 async def test_event_loop_stays_responsive_while_the_store_is_slow(
         store: SQLiteStore, tmp_path: Path, block_loop: bool) -> None:
-    delay = 0.3
+    delay = 0.6  # long enough that a blocked loop (>= delay) stands far from scheduling noise (< delay/3)
     slow = SlowStore(store, delay, block_loop=block_loop)
     r = Recorder(slow, spill_path=tmp_path / "spill.jsonl", batch_size=200)  # type: ignore[arg-type]
     await r.start()

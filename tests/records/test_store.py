@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from proxy.records import Record, RecordStore, SQLiteStore, open_store
+from proxy.records._store import _MIGRATIONS, INDEXED_COLUMNS, REPORT_COLUMNS, _row_params
 
 
 def rec(i: int, **kw: object) -> Record:
@@ -72,16 +73,27 @@ async def test_fresh_store_creates_schema_with_wal(store: SQLiteStore) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert {"records", "outcomes", "schema_version"} <= tables
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,), (2,)]
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,), (2,), (3,)]
         cols = [r[1] for r in conn.execute("PRAGMA table_info(records)")]
         assert cols == ["id", "request_id", "attempt", "served", "started_at", "route", "variant", "experiment",
                         "episode_id", "correlation_id", "user_id", "provider", "model_requested", "model_served",
-                        "status", "outcome", "request_hash", "data"]
+                        "status", "outcome", "request_hash", "data", *REPORT_COLUMNS]
         indexes = {r[0]: r[1] for r in conn.execute(
             "SELECT name, sql FROM sqlite_master WHERE type='index' AND sql IS NOT NULL")}
         index_cols = {tuple(c[2] for c in conn.execute(f"PRAGMA index_info({name})")) for name in indexes}
-        assert index_cols == {("route", "started_at"), ("request_id",), ("episode_id",), ("started_at",),
-                              ("route", "served", "started_at"), ("metric", "request_id"), ("metric", "episode_id")}
+        assert index_cols == {
+            ("route", "started_at"), ("started_at",), ("route", "served", "started_at"),
+            ("metric", "request_id"), ("metric", "episode_id"),
+            ("route", "variant", "attempt", "served", "latency_ms", "started_at", "ttft_ms", "prompt_tokens",
+             "completion_tokens", "cost_usd"),
+            ("route", "variant", "attempt", "served", "ttft_ms", "started_at"),
+            ("route", "variant", "model_served", "system_fingerprint", "attempt", "started_at"),
+            ("request_id", "attempt", "route", "variant", "started_at"),
+            ("episode_id", "route", "variant", "attempt", "started_at"),
+            ("request_id",),  # partial: attempt > 1
+            ("route", "started_at"),  # partial: guard_failures > 0
+            ("level", "request_id"),
+        }
         pk = [r for r in conn.execute("PRAGMA table_info(records)") if r[5]]
         assert [r[1] for r in pk] == ["id"]
     finally:
@@ -100,7 +112,7 @@ async def test_reopen_keeps_data_and_schema(tmp_path: Path) -> None:
     assert await s.count_records() == 1
     await s.close()
     conn = sqlite3.connect(f"{tmp_path}/r.db")
-    assert conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 2
+    assert conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 3
     conn.close()
 
 
@@ -211,20 +223,104 @@ async def test_exclusive_lock_makes_writes_and_ping_fail(store: SQLiteStore) -> 
     assert await store.write_records([rec(1)]) == 1
 
 
-async def test_all_database_work_runs_on_one_thread(store: SQLiteStore) -> None:
-    seen: set[int] = set()
-    original = store._connection
+async def test_writes_on_one_thread_reads_on_another(store: SQLiteStore) -> None:
+    writes: set[int] = set()
+    reads: set[int] = set()
+    original, original_reader = store._connection, store._reader
 
     def spy() -> sqlite3.Connection:
-        seen.add(threading.get_ident())
+        writes.add(threading.get_ident())
         return original()
 
+    def read_spy() -> sqlite3.Connection:
+        reads.add(threading.get_ident())
+        return original_reader()
+
     store._connection = spy  # type: ignore[method-assign]
+    store._reader = read_spy  # type: ignore[method-assign]
     await store.write_records([rec(i) for i in range(3)])
     await store.ping()
     await store.query_records()
     await store.count_records()
-    assert len(seen) == 1 and threading.get_ident() not in seen
+    await store.fetch("SELECT count(*) FROM records")
+    assert len(writes) == 1 and len(reads) == 1 and writes != reads
+    assert threading.get_ident() not in writes | reads
+
+
+async def test_a_long_read_does_not_hold_up_writes(store: SQLiteStore) -> None:
+    import asyncio
+    import time
+
+    await store.write_records([rec(i) for i in range(2)])
+    # a deliberately slow read (recursive CTE) on the read connection, while writes go on
+    slow = asyncio.ensure_future(store.fetch(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000) SELECT count(*) FROM c"))
+    await asyncio.sleep(0.01)
+    t = time.perf_counter()
+    assert await store.write_records([rec(i) for i in range(2, 10)]) == 8
+    wrote_in = time.perf_counter() - t
+    assert not slow.done(), "the read should still be running (make it slower on a fast machine)"
+    assert (await slow)[0][0] == 3000000
+    assert wrote_in < 0.5
+    assert await store.count_records() == 10  # the read connection sees committed writes
+
+
+async def test_memory_store_reads_share_the_one_connection() -> None:
+    s = open_store("sqlite:///:memory:")
+    await s.open()
+    try:
+        await s.write_records([rec(1)])
+        assert await s.count_records() == 1
+        assert await s.fetch("SELECT id FROM records") == [("rec-00001",)]
+    finally:
+        await s.close()
+
+
+def _report_row(r: Record) -> dict:
+    return dict(zip(REPORT_COLUMNS, _row_params(r)[1 + len(INDEXED_COLUMNS):-1]))
+
+
+async def test_report_columns_are_filled_on_write_and_by_the_v3_migration(tmp_path: Path) -> None:
+    guards = [{"guard": "a", "passed": False, "taxonomy": "invented_tool_param", "severity": "major"},
+              {"guard": "b", "passed": True, "taxonomy": "refusal", "severity": "minor"},
+              {"guard": "c", "taxonomy": "pii", "severity": "critical"}]
+    records = [
+        rec(1, latency_ms=12.5, ttft_ms=3.0, cost_usd=0.002, system_fingerprint="fp_x", guards=guards,
+            usage={"prompt_tokens": 10, "completion_tokens": 4, "total_tokens": 14}, attempt_reason="fallback"),
+        rec(2),  # nothing measured: NULLs, no guards
+        rec(3, usage={"prompt_tokens": 7.5}, guards=[{"guard": "d", "passed": True}]),
+    ]
+    path = tmp_path / "v2.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)")
+    for version in (1, 2):
+        for statement in _MIGRATIONS[version]:
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_version VALUES (?, 0)", (version,))
+    for r in records:  # as a v2 sluicegate wrote them: indexed columns and data only
+        params = _row_params(r)
+        conn.execute(f"INSERT INTO records (id, {', '.join(INDEXED_COLUMNS)}, data) "
+                     f"VALUES ({', '.join('?' * (len(INDEXED_COLUMNS) + 2))})",
+                     [*params[:1 + len(INDEXED_COLUMNS)], params[-1]])
+    conn.close()
+    s = open_store(f"sqlite:///{path}")
+    await s.open()  # migrates to v3 and back-fills from data
+    try:
+        migrated = await s.fetch(f"SELECT {', '.join(REPORT_COLUMNS)} FROM records ORDER BY id")
+        expected = [tuple(_report_row(r).values()) for r in records]
+        assert migrated == expected
+        assert expected[0][:8] == ("fallback", 12.5, 3.0, 10, 4, 0.002, "fp_x", 2)
+        assert orjson.loads(expected[0][8]) == [["invented_tool_param", "major"], ["pii", "critical"]]
+        assert expected[1][1:] == (None,) * 6 + (0, None)
+        assert expected[2][3:5] == (7.5, None) and expected[2][7:] == (0, None)
+        # a dict row (as replayed from the spill file) gives the same columns as the Record
+        await s.write_records([rec(1, id="again", latency_ms=12.5, ttft_ms=3.0, cost_usd=0.002,
+                                   system_fingerprint="fp_x", guards=guards, attempt_reason="fallback",
+                                   usage={"prompt_tokens": 10, "completion_tokens": 4}).to_dict()])
+        again = await s.fetch(f"SELECT {', '.join(REPORT_COLUMNS)} FROM records WHERE id = 'again'")
+        assert again == [expected[0]]
+    finally:
+        await s.close()
 
 
 
