@@ -14,6 +14,7 @@ from typing import Any
 
 import jsonschema_rs
 import orjson
+from proxy._jsontypes import json_type
 
 __all__ = ["SchemaCache", "SCHEMAS", "close_schema", "SchemaError"]
 
@@ -161,19 +162,3 @@ def dotted(path: list[Any]) -> str:
     for token in path:
         text += f"[{token}]" if isinstance(token, int) else (f".{token}" if text else str(token))
     return text or "(root)"
-
-
-def json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"

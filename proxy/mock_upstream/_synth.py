@@ -18,6 +18,7 @@ import re
 from collections.abc import Mapping
 from re import _parser as _sre_parse  # type: ignore[attr-defined]  # the parser behind `re` (3.11+)
 from typing import Any
+from proxy._jsontypes import json_type as _json_type
 
 __all__ = [
     "synthesize",
@@ -447,22 +448,6 @@ _WRONG_CANDIDATES: tuple[tuple[frozenset[str], Any], ...] = (
     (frozenset({"array"}), ["mock wrong type"]),
     (frozenset({"object"}), {"mock": "wrong type"}),
 )
-
-
-def _json_type(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "boolean"
-    if isinstance(v, int):
-        return "integer"
-    if isinstance(v, float):
-        return "number"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, list):
-        return "array"
-    return "object"
 
 
 def _allowed_types(s: Any, root: Schema, depth: int = 0) -> set[str] | None:
