@@ -14,6 +14,7 @@ from typing import Any
 
 import jsonschema_rs
 import orjson
+
 from proxy._jsontypes import json_type
 
 __all__ = ["SchemaCache", "SCHEMAS", "close_schema", "SchemaError"]
