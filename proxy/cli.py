@@ -76,7 +76,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     config = uvicorn.Config(
         app, host=args.host, port=args.port, loop="uvloop", http="httptools", lifespan="on",
         access_log=False, log_level="warning", timeout_graceful_shutdown=args.graceful_timeout,
-        backlog=2048, server_header=False,
+        backlog=2048, server_header=False, proxy_headers=False,
     )
     configs = [config]
     if args.mock_upstream:

@@ -10,8 +10,8 @@ import orjson
 
 from proxy.errors import UpstreamBadResponse, UpstreamError, UpstreamHTTPError
 from proxy.providers._base import ENDPOINT_PATHS, UpstreamCall, UpstreamReply
+from proxy.providers._http import AiohttpClient, HTTPClient, HTTPResponse, HttpxClient, Timeouts
 from proxy.providers._sse import SSESplitter
-from proxy.providers._transport import classify_transport_error, fast_transport
 
 __all__ = ["OpenAIAdapter"]
 
@@ -29,60 +29,44 @@ class OpenAIAdapter:
         request_headers = {"content-type": "application/json", **(headers or {})}
         if api_key:
             request_headers["authorization"] = f"Bearer {api_key}"
-        self._timeout = httpx.Timeout(read_timeout, connect=connect_timeout, pool=connect_timeout)
-        self._client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
-            headers=request_headers,
-            timeout=self._timeout,
-            transport=transport or fast_transport(max_connections),
-        )
+        self._timeouts = Timeouts(connect=connect_timeout, read=read_timeout)
+        self._http: HTTPClient = (
+            HttpxClient(name, base_url, request_headers, transport) if transport is not None
+            else AiohttpClient(name, base_url, request_headers, max_connections=max_connections))
 
-    def _timeout_for(self, call: UpstreamCall) -> httpx.Timeout:
+    def _timeouts_for(self, call: UpstreamCall) -> Timeouts:
         if call.timeout is None:
-            return self._timeout
-        return httpx.Timeout(min(call.timeout, self._timeout.read or call.timeout),
-                             connect=min(call.timeout, self._timeout.connect or call.timeout))
+            return self._timeouts
+        return Timeouts(connect=min(call.timeout, self._timeouts.connect), read=min(call.timeout, self._timeouts.read))
 
-    def _request(self, call: UpstreamCall) -> httpx.Request:
-        return self._client.build_request("POST", ENDPOINT_PATHS[call.endpoint], content=orjson.dumps(call.body),
-                                          timeout=self._timeout_for(call))
+    async def _post(self, call: UpstreamCall) -> HTTPResponse:
+        return await self._http.post(ENDPOINT_PATHS[call.endpoint], orjson.dumps(call.body), self._timeouts_for(call))
 
     async def send(self, call: UpstreamCall) -> UpstreamReply:
-        try:
-            response = await self._client.send(self._request(call))
-            first_byte_at = time.time()
-            content = response.content
-        except httpx.HTTPError as exc:
-            raise classify_transport_error(exc, self.name) from None
-        if response.status_code >= 400:
-            raise self._http_error(response.status_code, content, response.headers)
+        response = await self._post(call)
+        content = await response.read()
+        first_byte_at = time.time()
+        if response.status >= 400:
+            raise self._http_error(response.status, content, response.headers)
         try:
             data = orjson.loads(content)
         except orjson.JSONDecodeError:
             raise UpstreamBadResponse(f"upstream '{self.name}' returned a body that is not JSON "
-                                      f"(status {response.status_code}, {len(content)} bytes)",
-                                      provider=self.name, upstream_status=response.status_code) from None
+                                      f"(status {response.status}, {len(content)} bytes)",
+                                      provider=self.name, upstream_status=response.status) from None
         if not isinstance(data, dict):
             raise UpstreamBadResponse(f"upstream '{self.name}' returned JSON that is not an object",
-                                      provider=self.name, upstream_status=response.status_code)
-        return UpstreamReply(response.status_code, content, data, first_byte_at)
+                                      provider=self.name, upstream_status=response.status)
+        return UpstreamReply(response.status, content, data, first_byte_at)
 
     async def stream(self, call: UpstreamCall) -> _OpenAIStream:
-        try:
-            response = await self._client.send(self._request(call), stream=True)
-        except httpx.HTTPError as exc:
-            raise classify_transport_error(exc, self.name) from None
-        if response.status_code >= 400:
-            try:
-                content = await response.aread()
-            except httpx.HTTPError as exc:
-                raise classify_transport_error(exc, self.name) from None
-            finally:
-                await response.aclose()
-            raise self._http_error(response.status_code, content, response.headers)
+        response = await self._post(call)
+        if response.status >= 400:
+            content = await response.read()
+            raise self._http_error(response.status, content, response.headers)
         return _OpenAIStream(self.name, response)
 
-    def _http_error(self, status: int, content: bytes, headers: httpx.Headers) -> UpstreamHTTPError:
+    def _http_error(self, status: int, content: bytes, headers: Mapping[str, str]) -> UpstreamHTTPError:
         detail = _error_message(content)
         return UpstreamHTTPError(
             f"upstream '{self.name}' returned {status}" + (f": {detail}" if detail else ""),
@@ -92,24 +76,24 @@ class OpenAIAdapter:
         )
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._http.aclose()
 
 
 class _OpenAIStream:
-    def __init__(self, provider: str, response: httpx.Response) -> None:
+    def __init__(self, provider: str, response: HTTPResponse) -> None:
         self.provider = provider
-        self.status = response.status_code
+        self.status = response.status
         self.first_byte_at = time.time()
         self._response = response
 
     async def events(self) -> AsyncIterator[bytes]:
         splitter = SSESplitter()
         try:
-            async for data in self._response.aiter_bytes():
+            async for data in self._response.iter_chunks():
                 for event in splitter.feed(data):
                     yield event
-        except httpx.HTTPError as exc:
-            raise _stream_error(classify_transport_error(exc, self.provider)) from None
+        except UpstreamError as exc:
+            raise _stream_error(exc) from None
         if splitter.tail().strip():
             raise UpstreamBadResponse(f"upstream '{self.provider}' ended the stream in the middle of an event",
                                       provider=self.provider, upstream_status=self.status)

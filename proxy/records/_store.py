@@ -4,6 +4,7 @@
 
 - `sqlite:///relative/path.db`, `sqlite:////absolute/path.db` (and `sqlite:///:memory:` for
   tests); query parameter `busy_timeout_ms` (default 2000), e.g. `sqlite:///rec.db?busy_timeout_ms=500`.
+- `none://`: recording off (records are counted and discarded; see `_null.py`).
 - `postgresql://…` comes with the scale-out work.
 
 SQLite runs in WAL mode with synchronous=NORMAL (a power cut may lose the last transactions, never
@@ -484,6 +485,10 @@ def open_store(url: str, *, busy_timeout_ms: int | None = None) -> RecordStore:
 
     Error messages name the scheme, never the whole URL (it may carry a password).
     """
+    if url in ("none", "none://"):
+        from proxy.records._null import NullStore
+
+        return NullStore()
     if not isinstance(url, str) or "://" not in url:
         raise ValueError("records store URL must look like sqlite:///relative/path.db or "
                          "sqlite:////absolute/path.db")

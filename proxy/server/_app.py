@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from proxy.config import load_policy
 from proxy.errors import SluicegateError, error_response
-from proxy.logs import get_logger, set_secrets
+from proxy.logs import flush_logs, get_logger, set_secrets
 from proxy.records import Recorder, open_store
 from proxy.server._feedback_api import feedback, feedback_batch
 from proxy.server._gateway import build_providers, compile_routes
@@ -75,6 +75,7 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
             await adapter.close()
         await store.close()
         log.info("stopped", recorder=recorder.stats())
+        flush_logs()
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:

@@ -336,3 +336,16 @@ async def test_outcomes_share_the_write_path_and_are_idempotent(store):
     assert rows == [("out_1", "task_success", 1.0, "episode", "ep-1", None),
                     ("out_2", "task_success", 0.0, "inference", None, "req_1")]
     assert await store.count_records() == 1
+
+
+async def test_none_store_turns_recording_off() -> None:
+    from proxy.records._null import NullStore
+
+    store = open_store("none://")
+    assert isinstance(store, NullStore) and isinstance(store, RecordStore)
+    await store.open()
+    assert await store.write_records([{"id": "a"}, {"id": "b"}]) == 2
+    assert store.discarded == 2
+    assert await store.query_records() == [] and await store.count_records() == 0
+    assert await store.fetch("SELECT 1") == []
+    await store.close()

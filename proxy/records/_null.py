@@ -1,0 +1,43 @@
+"""`none://`: recording off. Records are counted and discarded; queries find nothing.
+
+For a gateway that only routes (and for the benchmark's "minimal" system). Outcomes and reports
+need a real store: with this one, feedback can only name requests this process served recently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["NullStore"]
+
+
+class NullStore:
+    url = "none://"
+
+    def __init__(self) -> None:
+        self.discarded = 0
+
+    async def open(self) -> None:
+        return None
+
+    async def write_records(self, rows: Sequence[Mapping[str, Any] | Any]) -> int:
+        self.discarded += len(rows)
+        return len(rows)
+
+    async def ping(self) -> None:
+        return None
+
+    async def query_records(self, *, since: float | None = None, until: float | None = None,
+                            route: str | None = None, request_id: str | None = None,
+                            limit: int | None = None) -> list[dict[str, Any]]:
+        return []
+
+    async def count_records(self) -> int:
+        return 0
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return []
+
+    async def close(self) -> None:
+        return None
