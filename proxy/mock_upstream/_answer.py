@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from proxy.mock_upstream._behaviour import Behaviour
+from proxy.mock_upstream._judge import add_bad_marker, is_bad_answer, judge_verdict
 from proxy.mock_upstream._synth import drop_required, invent_param, synthesize, violate, wrong_type
 
 __all__ = [
@@ -253,6 +254,10 @@ def chat_answer(body: Mapping[str, Any], b: Behaviour, model: str, new_id: Calla
         raise BadRequest("Invalid 'messages': expected a non-empty array of messages.", "messages")
     limit = _max_tokens(body)
     answer = Answer(prompt_tokens=_prompt_tokens(messages))
+    if b.judge_error_rate is not None:  # a judge model answers every request with a verdict
+        answer.content = judge_verdict(body, b.judge_error_rate, b.json_fault)
+        answer.completion_tokens = max(count_tokens(answer.content), 1)
+        return answer
 
     calls = _tool_calls(body, b, new_id)
     if calls:
@@ -268,6 +273,8 @@ def chat_answer(body: Mapping[str, Any], b: Behaviour, model: str, new_id: Calla
         return answer
 
     text = _reply(b, model, _last_user_text(messages))
+    if is_bad_answer(body, b.bad_answer_rate):
+        text = add_bad_marker(text)
     rf = body.get("response_format")
     if isinstance(rf, Mapping):
         json_text = _json_content(rf, b, text)
@@ -300,6 +307,8 @@ def completion_answers(body: Mapping[str, Any], b: Behaviour, model: str) -> tup
     p_tokens = c_tokens = 0
     for p in prompts:
         text = " " + _reply(b, model, p.strip().splitlines()[-1] if p.strip() else "")
+        if is_bad_answer({"prompt": p}, b.bad_answer_rate):
+            text = add_bad_marker(text)
         finish = "stop"
         if limit is not None:
             text, cut = _truncate(text, limit)

@@ -33,6 +33,8 @@ class Behaviour:
     fault_count: int | None
     retry_after: float
     embedding_dims: int
+    bad_answer_rate: float = 0.0
+    judge_error_rate: float | None = None
 
     @classmethod
     def from_model(cls, m: MockModel) -> Behaviour:
@@ -51,6 +53,8 @@ class Behaviour:
             fault_count=m.fault_count,
             retry_after=m.retry_after,
             embedding_dims=m.embedding_dims,
+            bad_answer_rate=m.bad_answer_rate,
+            judge_error_rate=m.judge_error_rate,
         )
 
     def with_overrides(self, overrides: dict[str, Any]) -> Behaviour:

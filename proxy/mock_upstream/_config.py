@@ -12,6 +12,8 @@ model down unless a model says otherwise. Example YAML:
       ratelimit: {fault: http_429, retry_after: 0.5}
       sloppy:    {tool_call_fault: invented_param, json_fault: fenced}
       streamer:  {chunks: 10, chunk_delay_ms: 30}
+      answerer:  {bad_answer_rate: 0.2}                  # one text answer in five is bad
+      judge:     {judge_error_rate: 0.1}                 # a judge wrong on one verdict in ten
 """
 
 from __future__ import annotations
@@ -83,6 +85,12 @@ class MockModel(BaseModel):
     retry_after: float = Field(default=1, ge=0, description="seconds advertised by an http_429 fault")
     embedding_dims: int = Field(default=8, ge=1, le=8192,
                                 description="embedding size when the request has no `dimensions`")
+    bad_answer_rate: float = Field(
+        default=0, ge=0, le=1, description="share of text answers that are bad (they end with the mock's "
+                                           "bad-answer marker); which ones is a pure function of the request")
+    judge_error_rate: float | None = Field(
+        default=None, ge=0, le=1, description="play an llm_judge that flips the true verdict this often; "
+                                              "null: not a judge (see _judge.py)")
 
 
 class MockConfig(BaseModel):

@@ -1,0 +1,1 @@
+"""Asynchronous scoring: which records are scored, by which scorers, and how results are weighted."""
