@@ -3,11 +3,14 @@
     python -m bench.load --url http://127.0.0.1:9102/v1/chat/completions --model bench \
         --mode open --rate 300 --duration 15 --warmup 2 [--stream]
     python -m bench.load --url ... --mode closed --concurrency 64 --duration 10
+    python -m bench.load --url ... --mode closed --concurrency 64 --requests 100000 --duration 300 --warmup 0
 
 Open loop: the send times are computed up front (i / rate) and each request is fired at its time
 whatever happened to the earlier ones, so a slow server shows as queueing. Latency is measured from
 the *scheduled* send time (no coordinated omission); `lag` says how late the generator itself was.
-Closed loop: `concurrency` workers send back to back; gives maximum throughput.
+Closed loop: `concurrency` workers send back to back; gives maximum throughput. With `--requests N`
+it stops once N measured requests have completed (the ones in flight then still finish and count),
+`--duration` being the upper bound.
 
 Prints one JSON object on stdout: counts, errors by kind, achieved RPS, latency / time-to-first-byte
 percentiles in ms (streams: time to the first SSE event, to the last byte, and the gaps between
@@ -157,23 +160,34 @@ async def open_loop(a: argparse.Namespace, session: aiohttp.ClientSession, res: 
 
 
 async def closed_loop(a: argparse.Namespace, session: aiohttp.ClientSession, res: Result) -> float:
+    """Workers back to back; measured for `duration` s, or until `requests` completed (duration = upper bound)."""
     timeout = aiohttp.ClientTimeout(total=a.timeout)
     payloads = [body(a.model, i, a.stream) for i in range(997)]
-    state = {"recording": False, "stop": False}
+    state = {"recording": False, "stop": False, "done": 0}
+    enough = asyncio.Event()
 
     async def worker(w: int) -> None:
         i = w
         while not state["stop"]:
             headers = {"content-type": "application/json", "x-sluicegate-episode": f"ep-{i % 1000}"}
+            recording = state["recording"]
             await one(session, a.url, payloads[i % 997], headers, a.stream, time.perf_counter(),
-                      res if state["recording"] else None, timeout)
+                      res if recording else None, timeout)
             i += a.concurrency
+            if recording and a.requests:
+                state["done"] += 1
+                if state["done"] >= a.requests:
+                    state["stop"] = True
+                    enough.set()
 
     workers = [asyncio.create_task(worker(w)) for w in range(a.concurrency)]
     await asyncio.sleep(a.warmup)
     state["recording"] = True
     t0 = time.perf_counter()
-    await asyncio.sleep(a.duration)
+    try:
+        await asyncio.wait_for(enough.wait(), timeout=a.duration)
+    except asyncio.TimeoutError:
+        pass
     state["stop"] = True
     elapsed = time.perf_counter() - t0
     done, pending = await asyncio.wait(workers, timeout=a.timeout + 1)
@@ -195,6 +209,7 @@ async def run(a: argparse.Namespace) -> dict:
     out = {
         "mode": a.mode, "stream": a.stream, "rate": a.rate if a.mode == "open" else None,
         "concurrency": a.concurrency if a.mode == "closed" else None,
+        "requests_target": a.requests or None,
         "duration_s": round(elapsed, 3), "requests": sent, "ok": res.ok,
         "errors": sum(res.errors.values()), "error_kinds": res.errors,
         "rps": round(res.ok / elapsed, 1),
@@ -218,6 +233,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--concurrency", type=int, default=64, help="closed loop: workers")
     p.add_argument("--duration", type=float, default=10.0, help="measured seconds")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of load before measuring")
+    p.add_argument("--requests", type=int, default=0,
+                   help="closed loop: stop once this many measured requests completed "
+                        "(--duration stays the upper bound)")
     p.add_argument("--stream", action="store_true")
     p.add_argument("--timeout", type=float, default=10.0, help="per-request total timeout, seconds")
     p.add_argument("--connections", type=int, default=1024, help="client connection pool size")

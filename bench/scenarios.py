@@ -23,6 +23,18 @@ class Scenario:
     concurrency: int = 0           # closed loop
     stream: bool = False
     mock: dict = field(default_factory=dict)   # latency_ms, chunks, chunk_delay_ms
+    requests: int = 0              # closed loop: stop once this many requests completed (duration = upper bound)
+    systems: tuple[str, ...] = ()  # run only against these systems (empty: all)
+    est_rps: float = 0.0           # for the time estimate of a `requests`-bounded scenario
+
+    def applies_to(self, system: str) -> bool:
+        return not self.systems or system in self.systems
+
+    def expected_s(self) -> float:
+        """Rough wall time of the load itself (for the estimate printed at the start)."""
+        if self.requests and self.est_rps:
+            return self.warmup + min(self.duration, self.requests / self.est_rps)
+        return self.warmup + self.duration
 
     def load_args(self, url: str, model: str) -> list[str]:
         args = ["--url", url, "--model", model, "--mode", self.mode, "--duration", str(self.duration),
@@ -31,21 +43,31 @@ class Scenario:
             args += ["--rate", str(self.rate)]
         else:
             args += ["--concurrency", str(self.concurrency)]
+            if self.requests:
+                args += ["--requests", str(self.requests)]
         if self.stream:
             args.append("--stream")
         return args
 
 
-def full_scenarios() -> list[Scenario]:
+SOAK_REQUESTS = 100_000
+
+
+def full_scenarios(soak_requests: int = SOAK_REQUESTS) -> list[Scenario]:
     slow = {"latency_ms": 50, "chunks": 50, "chunk_delay_ms": 10}
+    fast = {"latency_ms": 0, "chunks": 50, "chunk_delay_ms": 10}
     return [
-        Scenario("open-100", "non-streaming, open loop 100 RPS, 50 ms upstream", "open", 15, 2, rate=100, mock=slow),
-        Scenario("open-300", "non-streaming, open loop 300 RPS, 50 ms upstream", "open", 15, 2, rate=300, mock=slow),
-        Scenario("open-600", "non-streaming, open loop 600 RPS, 50 ms upstream", "open", 15, 2, rate=600, mock=slow),
-        Scenario("max-c64", "max throughput, closed loop c=64, 0 ms upstream", "closed", 10, 2, concurrency=64,
-                 mock={"latency_ms": 0, "chunks": 50, "chunk_delay_ms": 10}),
-        Scenario("stream", "streaming 50 chunks 10 ms apart (50 ms to first), open loop 20 RPS", "open", 10, 1,
+        Scenario("open-100", "non-streaming, open loop 100 RPS, 50 ms upstream", "open", 10, 2, rate=100, mock=slow),
+        Scenario("open-300", "non-streaming, open loop 300 RPS, 50 ms upstream", "open", 10, 2, rate=300, mock=slow),
+        Scenario("open-600", "non-streaming, open loop 600 RPS, 50 ms upstream", "open", 10, 2, rate=600, mock=slow),
+        Scenario("max-c64", "max throughput, closed loop c=64, 0 ms upstream", "closed", 10, 1, concurrency=64,
+                 mock=fast),
+        Scenario("stream", "streaming 50 chunks 10 ms apart (50 ms to first), open loop 20 RPS", "open", 8, 1,
                  rate=20, stream=True, mock=slow),
+        # last, so the RSS after it is the RSS after everything the system served
+        Scenario("soak-100k", f"soak: closed loop c=64, 0 ms upstream, until {soak_requests:,} requests completed",
+                 "closed", 300, 0, concurrency=64, mock=fast, requests=soak_requests,
+                 systems=("sluicegate-full",), est_rps=900),
     ]
 
 
@@ -71,7 +93,10 @@ def configure_mock(mock_port: int, settings: dict) -> dict:
     return mock_call(mock_port, f"/_bench/config?{query}", "PUT")
 
 
-def settle(pid: int | None, limit: float = 20.0) -> tuple[float, bool]:
+SETTLE_LIMIT_S = 10.0
+
+
+def settle(pid: int | None, limit: float = SETTLE_LIMIT_S) -> tuple[float, bool]:
     """Wait until the system under test is idle (< 5% of a core) so scenarios do not overlap."""
     if pid is None:
         return 0.0, True
@@ -98,12 +123,15 @@ def run_scenario(sc: Scenario, system: System, mock_port: int, load_core: int | 
     before_mock = mock_call(mock_port, "/_bench/stats")["requests"]
     cpu0 = cpu_seconds(pid) if pid else None
     rec0 = system.readyz().get("recorder", {}) if hasattr(system, "readyz") else {}
+    t_load = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=sc.warmup + sc.duration + 120)
+    load_wall = time.monotonic() - t_load
     if proc.returncode != 0:
         raise RuntimeError(f"load generator failed ({proc.returncode}): {proc.stderr[-2000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     upstream_requests = mock_call(mock_port, "/_bench/stats")["requests"] - before_mock
     result["upstream_requests"] = upstream_requests
+    result["load_wall_s"] = round(load_wall, 2)
     result["settle_s"] = settled
     result["restarted_before"] = restarted
     if pid:
@@ -120,7 +148,7 @@ def run_scenario(sc: Scenario, system: System, mock_port: int, load_core: int | 
             written = rec1.get("written", 0) - rec0.get("written", 0)
             result["recorder"] = {
                 "written": written,
-                "written_per_s": round(written / (sc.warmup + sc.duration), 1),
+                "written_per_s": round(written / (sc.warmup + result["duration_s"]), 1),
                 **{k: rec1.get(k) for k in ("submitted", "buffered", "spilled", "dropped", "store_healthy")},
             }
     result["command"] = shell(cmd)

@@ -1,8 +1,10 @@
 """The systems under test, started one at a time on 127.0.0.1 and pinned to their own core.
 
 floor                 the load generator talks to the mock directly
-sluicegate-minimal    `sluicegate serve`, one single-model route, capture refs_only (recording
-                      cannot be turned off yet: the cheapest capture mode, SQLite in a temp dir)
+bare-stack            uvicorn + aiohttp forwarding bytes, no logic (bench/bare_proxy.py): what the
+                      Python stack alone costs
+sluicegate-minimal    `sluicegate serve`, one single-model route, no guards, recording off
+                      (`--store none://`; BENCH_MINIMAL_STORE=URL overrides)
 sluicegate-full       split 90/10 + sticky_by + fallbacks + guards + capture redacted + sampling,
                       recording to SQLite in a temp dir
 litellm               LiteLLM's proxy (pinned release, own venv under /tmp/bench-litellm), 1 worker
@@ -24,8 +26,8 @@ LITELLM_VERSION = "1.100.5"  # newer releases need certifi>=2026.10.19, not inst
 LITELLM_VENV = Path("/tmp/bench-litellm")
 
 MINIMAL_POLICY = """\
-# Sluicegate minimal: one single-model route. Recording cannot be turned off yet, so it is made as
-# cheap as it gets: capture refs_only (no text kept, only counts, sizes and hashes).
+# Sluicegate minimal: one single-model route, no guards, capture left default; recording is turned
+# off by the store (`--store none://`).
 providers:
   mock: {{kind: openai, base_url: "http://127.0.0.1:{port}/v1", api_key: sk-bench-not-a-key}}
 models:
@@ -33,8 +35,8 @@ models:
 routes:
   bench:
     model: m
-    capture: refs_only
 """
+MINIMAL_STORE = "none://"
 
 FULL_POLICY = """\
 # Sluicegate everything on: split 90/10 with sticky_by, fallbacks, guards, capture redacted,
@@ -212,6 +214,20 @@ class Floor(System):
         return None
 
 
+class BareStack(System):
+    name, label = "bare-stack", "bare stack (uvicorn + aiohttp, no logic)"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.notes.append("uvicorn (uvloop, httptools, no access log) + one aiohttp session forwarding the body "
+                          "bytes to the mock and the answer's bytes back (streams relayed chunk by chunk): the "
+                          "Python stack alone; Sluicegate's own logic = Sluicegate minimal minus this")
+
+    def start(self) -> None:
+        self._spawn([sys.executable, "-m", "bench.bare_proxy", "--host", "127.0.0.1", "--port", str(self.port),
+                     "--upstream", f"http://127.0.0.1:{self.mock_port}"], env={"PYTHONPATH": str(ROOT)})
+
+
 def sluicegate_cmd() -> list[str]:
     exe = Path(sys.executable).parent / "sluicegate"
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "proxy"]
@@ -245,8 +261,14 @@ class Sluicegate(System):
         self._serve(policy)
 
     def _serve(self, policy: Path) -> None:
-        store = os.environ.get("BENCH_MINIMAL_STORE") if not self.full else None
-        store = store or f"sqlite:///{self.workdir / (self.name + '.db')}"
+        if self.full:
+            store = f"sqlite:///{self.workdir / (self.name + '.db')}"
+        else:
+            store = os.environ.get("BENCH_MINIMAL_STORE") or MINIMAL_STORE
+            note = (f"recording off (`--store {store}`: records counted and discarded), capture left default"
+                    if store in ("none", "none://") else f"recording to {store} (BENCH_MINIMAL_STORE)")
+            if note not in self.notes:
+                self.notes.append(note)
         self.info["store"] = store
         self._spawn(sluicegate_cmd() + ["serve", "--policy", str(policy), "--host", "127.0.0.1",
                                         "--port", str(self.port), "--store", store, "--log-format", "json"])
@@ -303,7 +325,7 @@ class LiteLLM(System):
                      "--num_workers", "1"], env=env, health="/health/liveliness", timeout=120)
 
 
-SYSTEMS = {cls.name: cls for cls in (Floor, SluicegateMinimal, SluicegateFull, LiteLLM)}
+SYSTEMS = {cls.name: cls for cls in (Floor, BareStack, SluicegateMinimal, SluicegateFull, LiteLLM)}
 
 
 def shell(cmd: list[str]) -> str:

@@ -29,11 +29,13 @@ def test_bench_quick_runs(tmp_path: Path) -> None:
     assert report["quick"] is True
     assert report["machine"]["python"] and report["machine"]["cores"] >= 1
     assert report["systems"]["floor"]["status"] == "ok"
+    assert report["systems"]["bare-stack"]["status"] == "ok"
     assert report["systems"]["sluicegate-minimal"]["status"] == "ok"
+    assert report["systems"]["sluicegate-minimal"]["info"]["store"] == "none://"
     assert "litellm" not in report["systems"]
     assert set(report["scenarios"]) == {"open-50", "max-c8", "stream"}
     for name, scenario in report["scenarios"].items():
-        for system in ("floor", "sluicegate-minimal"):
+        for system in ("floor", "bare-stack", "sluicegate-minimal"):
             result = scenario["results"][system]
             assert result["requests"] > 0 and result["ok"] > 0, (name, system, result)
             assert result["latency_ms"]["p50"] is not None
@@ -42,3 +44,9 @@ def test_bench_quick_runs(tmp_path: Path) -> None:
         assert set(figures) == {"figures", "x_floor", "x_litellm"}
     assert report["scenarios"]["stream"]["results"]["floor"]["gap_ms"]["p50"] is not None
     assert report["scenarios"]["max-c8"]["results"]["sluicegate-minimal"]["rss_mb"] > 0
+    assert report["scenarios"]["stream"]["results"]["bare-stack"]["gap_ms"]["p50"] is not None
+    recorder = report["recorder"]
+    assert "error" not in recorder, recorder
+    assert recorder["sustained"]["written"] == recorder["sustained"]["submitted"] > 0
+    assert recorder["maximum"]["written"] > 0 and recorder["baseline_loop_lag_ms"]["p99"] is not None
+    assert any(row["target"].startswith("recorder") for row in report["summary"])

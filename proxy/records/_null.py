@@ -36,7 +36,7 @@ class NullStore:
     async def count_records(self) -> int:
         return 0
 
-    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    async def fetch(self, sql: str, params: Sequence[Any] = (), *, lane: int = 0) -> list[tuple[Any, ...]]:
         return []
 
     async def close(self) -> None:

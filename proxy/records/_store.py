@@ -22,6 +22,7 @@ import asyncio
 import dataclasses
 import operator
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -64,8 +65,9 @@ class RecordStore(Protocol):
     async def count_records(self) -> int:
         """How many records are stored."""
 
-    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Rows of a read-only query (reports, feedback look-ups)."""
+    async def fetch(self, sql: str, params: Sequence[Any] = (), *, lane: int = 0) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query (reports, feedback look-ups). Queries on different `lane`s
+        (0 or 1) may run at the same time; a temp table belongs to the lane that made it."""
 
     async def close(self) -> None:
         """Release the connection and the thread. Idempotent."""
@@ -73,7 +75,8 @@ class RecordStore(Protocol):
 
 # --- SQLite --------------------------------------------------------------------------------------
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+READ_LANES = 2  # parallel read connections (a 2-core machine runs two report queries at once)
 
 # Columns copied out of the row (for filtering and indexes); the whole row is in `data`.
 INDEXED_COLUMNS = (
@@ -170,6 +173,15 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX IF NOT EXISTS records_later ON records (request_id) WHERE attempt > 1",
         "CREATE INDEX IF NOT EXISTS records_guard_failed ON records (route, started_at) WHERE guard_failures > 0",
         "CREATE INDEX IF NOT EXISTS outcomes_level_request ON outcomes (level, request_id)",
+    ),
+    4: (
+        # the latest outcome per (metric, request or episode) and the metric kinds, from the index alone
+        """CREATE INDEX IF NOT EXISTS outcomes_latest_request ON outcomes
+            (level, metric, request_id, received_at DESC, id DESC, value)""",
+        """CREATE INDEX IF NOT EXISTS outcomes_latest_episode ON outcomes
+            (level, metric, episode_id, received_at DESC, id DESC, value)""",
+        "DROP INDEX IF EXISTS outcomes_request",
+        "DROP INDEX IF EXISTS outcomes_episode",
     ),
 }
 assert max(_MIGRATIONS) == SCHEMA_VERSION
@@ -275,8 +287,10 @@ class SQLiteStore:
         self.url = url or f"sqlite:///{self.path}"
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
-        self._read_executor: ThreadPoolExecutor | None = None
-        self._rconn: sqlite3.Connection | None = None
+        # read lanes: one thread and connection each, so independent report queries run in parallel
+        self._read_executors: list[ThreadPoolExecutor] = []
+        self._rconns: list[sqlite3.Connection | None] = [None] * READ_LANES
+        self._lane = threading.local()  # which lane the current read thread serves
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.url!r})"
@@ -289,9 +303,9 @@ class SQLiteStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, fn, *args)
 
-    async def _read(self, fn: Callable[..., _T], *args: Any) -> _T:
-        """Run a read on the read thread (the write thread for `:memory:`)."""
-        executor = self._read_executor or self._executor
+    async def _read(self, fn: Callable[..., _T], *args: Any, lane: int = 0) -> _T:
+        """Run a read on a read lane's thread (the write thread for `:memory:`)."""
+        executor = self._read_executors[lane % READ_LANES] if self._read_executors else self._executor
         if executor is None:
             raise RuntimeError(f"record store {self.url} is not open")
         loop = asyncio.get_running_loop()
@@ -303,8 +317,10 @@ class SQLiteStore:
         return self._conn
 
     def _reader(self) -> sqlite3.Connection:
-        if self._rconn is not None:
-            return self._rconn
+        """The connection of the read lane whose thread this is (the write connection for `:memory:`)."""
+        lane = getattr(self._lane, "index", None)
+        if lane is not None and self._rconns[lane] is not None:
+            return self._rconns[lane]  # type: ignore[return-value]
         return self._connection()
 
     # -- thread-side work (runs only on the store's thread)
@@ -320,14 +336,14 @@ class SQLiteStore:
                 raise RuntimeError(f"record store {self.url}: cannot enable WAL (journal_mode is {mode})")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA temp_store = MEMORY")
-            conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: index pages stay cached between batches
+            conn.execute("PRAGMA cache_size = -16384")  # 16 MiB: hot index pages stay cached between batches (RSS budget: 120 MB)
             self._migrate(conn)
         except BaseException:
             conn.close()
             raise
         self._conn = conn
 
-    def _open_reader_sync(self) -> None:
+    def _open_reader_sync(self, lane: int) -> None:
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None,
                                check_same_thread=False)
         try:
@@ -338,7 +354,8 @@ class SQLiteStore:
         except BaseException:
             conn.close()
             raise
-        self._rconn = conn
+        self._lane.index = lane
+        self._rconns[lane] = conn
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
@@ -425,10 +442,10 @@ class SQLiteStore:
             self._conn.close()
             self._conn = None
 
-    def _close_reader_sync(self) -> None:
-        if self._rconn is not None:
-            self._rconn.close()
-            self._rconn = None
+    def _close_reader_sync(self, lane: int) -> None:
+        conn, self._rconns[lane] = self._rconns[lane], None
+        if conn is not None:
+            conn.close()
 
     # -- the RecordStore interface
 
@@ -437,10 +454,12 @@ class SQLiteStore:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sluicegate-sqlite")
         if self._conn is None:
             await self._call(self._open_sync)
-        if self.path != ":memory:" and self._rconn is None:
-            if self._read_executor is None:
-                self._read_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sluicegate-sqlite-read")
-            await asyncio.get_running_loop().run_in_executor(self._read_executor, self._open_reader_sync)
+        if self.path != ":memory:" and not self._read_executors:
+            loop = asyncio.get_running_loop()
+            for lane in range(READ_LANES):
+                executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sluicegate-sqlite-read{lane}")
+                self._read_executors.append(executor)
+                await loop.run_in_executor(executor, self._open_reader_sync, lane)
 
     async def write_records(self, rows: Sequence[Mapping[str, Any] | Record]) -> int:
         return await self._call(self._write_sync, list(rows))
@@ -456,19 +475,18 @@ class SQLiteStore:
     async def count_records(self) -> int:
         return await self._read(self._count_sync)
 
-    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """A read-only query on the store's read thread and connection (reports, feedback look-ups;
-        temp tables a report creates live on that connection). Portable SQL only: the same
+    async def fetch(self, sql: str, params: Sequence[Any] = (), *, lane: int = 0) -> list[tuple[Any, ...]]:
+        """A read-only query on a read lane's thread and connection (reports, feedback look-ups;
+        temp tables a report creates live on that lane's connection). Portable SQL only: the same
         statements must run on PostgreSQL later (`?` placeholders are translated there)."""
-        return await self._read(self._fetch_sync, sql, params)
+        return await self._read(self._fetch_sync, sql, params, lane=lane)
 
     async def close(self) -> None:
-        reader = self._read_executor
-        if reader is not None:
+        readers, self._read_executors = self._read_executors, []
+        for lane, reader in enumerate(readers):
             try:
-                await asyncio.get_running_loop().run_in_executor(reader, self._close_reader_sync)
+                await asyncio.get_running_loop().run_in_executor(reader, self._close_reader_sync, lane)
             finally:
-                self._read_executor = None
                 reader.shutdown(wait=False)
         executor = self._executor
         if executor is None:

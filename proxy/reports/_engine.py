@@ -28,6 +28,7 @@ Semantics (see also the README section "Reports"):
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import time
@@ -129,11 +130,37 @@ async def _run(store: Any, sql: str, params: list[Any] | tuple = ()) -> list[tup
 
 
 async def _timed(timings: dict[str, float], label: str, store: Any, sql: str,
-                 params: list[Any] | tuple = ()) -> list[tuple]:
+                 params: list[Any] | tuple = (), lane: int = 0) -> list[tuple]:
     t = time.perf_counter()
-    rows = await store.fetch(sql, list(params))
+    rows = await store.fetch(sql, list(params), lane=lane) if lane else await store.fetch(sql, list(params))
     timings[label] = time.perf_counter() - t
     return rows
+
+
+async def _outcome_queries(store: Any, timings: dict[str, float], route: str | None, since: float | None,
+                           until: float | None) -> tuple[list[tuple], list[tuple], list[tuple]]:
+    """The queries that need no temp table, on the second read lane, while the first builds the
+    snapshot: metric kinds, hourly inference outcomes (re-bucketed to days later if need be) and
+    request coverage."""
+    kinds = await _timed(timings, "metric_kinds", store, q.metric_kinds(), lane=1)
+    sql, params = q.inference_outcomes(route, since, until, 3600.0)
+    hourly = await _timed(timings, "inference_outcomes", store, sql, params, lane=1)
+    sql, params = q.coverage_requests(route, since, until)
+    coverage = await _timed(timings, "coverage_requests", store, sql, params, lane=1)
+    return kinds, hourly, coverage
+
+
+def _rebucket(rows: list[tuple], factor: int) -> list[tuple]:
+    """Hourly outcome sums (route, arm, metric, hour, n, sum, sumsq, nonbinary) -> `factor`-hour buckets.
+    Exact: epoch hours nest in epoch days."""
+    if factor == 1:
+        return rows
+    merged: dict[tuple, list[float]] = {}
+    for rt, arm, metric, hour, *sums in rows:
+        acc = merged.setdefault((rt, arm, metric, int(hour) // factor), [0, 0, 0, 0])
+        for i, v in enumerate(sums):
+            acc[i] += v or 0
+    return [(*key, *sums) for key, sums in merged.items()]
 
 
 async def build_report(store: Any, *, route: str | None = None, since: float | None = None,
@@ -150,6 +177,7 @@ async def build_report(store: Any, *, route: str | None = None, since: float | N
     started = time.perf_counter()
     timings: dict[str, float] = {}
     tag = f"{os.getpid()}_{time.time_ns()}"
+    lane1 = asyncio.ensure_future(_outcome_queries(store, timings, route, since, until))
     try:
         for sql, params in q.create_snapshot(tag, route, since, until):
             await _run(store, sql, params)
@@ -189,15 +217,16 @@ async def build_report(store: Any, *, route: str | None = None, since: float | N
         guard_req_rows = await _timed(timings, 'guard_requests', store, sql, params)
         sql, params = q.drift(tag, route, since, until)
         drift_rows = await _timed(timings, 'drift', store, sql, params)
-        kind_rows = await _timed(timings, 'metric_kinds', store, q.metric_kinds())
-        sql, params = q.inference_outcomes(route, since, until, bucket)
-        inf_rows = await _timed(timings, 'inference_outcomes', store, sql, params)
         sql, params = q.episode_outcomes(tag, bucket)
         epo_rows = await _timed(timings, 'episode_outcomes', store, sql, params)
-        sql, params = q.coverage(tag, route, since, until)
-        cov_rows = await _timed(timings, 'coverage', store, sql, params)
+        cov_rows = await _timed(timings, 'coverage_episodes', store, q.coverage_episodes(tag))
+        kind_rows, hourly_rows, cov_req_rows = await lane1
+        inf_rows = _rebucket(hourly_rows, int(bucket // 3600))
+        cov_rows = cov_req_rows + cov_rows
         timings["aggregates"] = time.perf_counter() - t
     finally:
+        if not lane1.done() or lane1.cancelled():
+            await asyncio.gather(lane1, return_exceptions=True)  # never leave a query running unowned
         for sql in q.drop_snapshot(tag):
             try:
                 await _run(store, sql)

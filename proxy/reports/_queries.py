@@ -62,7 +62,7 @@ def create_snapshot(tag: str, route: str | None, since: float | None, until: flo
         (f"CREATE INDEX temp.{late}_ttft ON {late} (route, arm, served, ttft)", []),
         (f"""CREATE TEMP TABLE {ep} AS
         SELECT r.route AS route, r.episode_id AS episode_id, min(r.variant) AS arm,
-               count(DISTINCT r.variant) AS nv, min(r.started_at) AS started_at
+               CASE WHEN min(r.variant) = max(r.variant) THEN 1 ELSE 2 END AS nv, min(r.started_at) AS started_at
         FROM records r WHERE r.episode_id IS NOT NULL AND r.attempt = 1{wr}
         GROUP BY r.episode_id, r.route""", ar),
         (f"CREATE INDEX temp.{ep}_id ON {ep} (episode_id)", []),
@@ -161,7 +161,7 @@ def episodes(tag: str) -> str:
 
 
 def metric_kinds() -> str:
-    return "SELECT metric, level, count(*), sum(value NOT IN (0, 1)) FROM outcomes GROUP BY metric, level"
+    return "SELECT metric, level, count(*), sum(value NOT IN (0, 1)) FROM outcomes GROUP BY level, metric"
 
 
 _LATEST = """SELECT {key}, metric, value FROM (
@@ -191,17 +191,20 @@ def episode_outcomes(tag: str, bucket: float) -> tuple[str, list[Any]]:
     GROUP BY 1, 2, 3, 4""", ["episode", bucket])
 
 
-def coverage(tag: str, route: str | None, since: float | None, until: float | None) -> tuple[str, list[Any]]:
-    """Per arm: outcome rows received (inference + episode, corrections included), requests with an
-    inference outcome, episodes (not mixed) with an episode outcome."""
+def coverage_requests(route: str | None, since: float | None, until: float | None) -> tuple[str, list[Any]]:
+    """Per arm: inference outcome rows received (corrections included) and requests with one.
+    Needs no temp table, so it runs on the second read lane."""
     w, a = window("s", route, since, until)
     return (f"""
-    SELECT s.route, s.variant, 'requests', sum(o.n), count(DISTINCT s.request_id)
+    SELECT s.route, s.variant, 'requests', sum(o.n), count(*)
     FROM (SELECT request_id, count(*) AS n FROM outcomes WHERE level = 'inference' AND request_id IS NOT NULL
           GROUP BY request_id) o
     CROSS JOIN records s
-    WHERE s.request_id = o.request_id AND s.attempt = 1{w} GROUP BY 1, 2
-    UNION ALL
-    SELECT e.route, e.arm, 'episodes', count(*), count(DISTINCT e.episode_id)
+    WHERE s.request_id = o.request_id AND s.attempt = 1{w} GROUP BY 1, 2""", a)
+
+
+def coverage_episodes(tag: str) -> str:
+    """Per arm: episode outcome rows received and episodes (not mixed) with one."""
+    return f"""SELECT e.route, e.arm, 'episodes', count(*), count(DISTINCT e.episode_id)
     FROM outcomes o JOIN ep_{tag} e ON e.episode_id = o.episode_id
-    WHERE o.level = 'episode' AND e.nv = 1 GROUP BY 1, 2""", a)
+    WHERE o.level = 'episode' AND e.nv = 1 GROUP BY 1, 2"""

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from proxy.records import Record, RecordStore, SQLiteStore, open_store
-from proxy.records._store import _MIGRATIONS, INDEXED_COLUMNS, REPORT_COLUMNS, _row_params
+from proxy.records._store import _MIGRATIONS, INDEXED_COLUMNS, REPORT_COLUMNS, SCHEMA_VERSION, _row_params
 
 
 def rec(i: int, **kw: object) -> Record:
@@ -73,7 +73,7 @@ async def test_fresh_store_creates_schema_with_wal(store: SQLiteStore) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert {"records", "outcomes", "schema_version"} <= tables
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,), (2,), (3,)]
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,), (2,), (3,), (4,)]
         cols = [r[1] for r in conn.execute("PRAGMA table_info(records)")]
         assert cols == ["id", "request_id", "attempt", "served", "started_at", "route", "variant", "experiment",
                         "episode_id", "correlation_id", "user_id", "provider", "model_requested", "model_served",
@@ -83,7 +83,6 @@ async def test_fresh_store_creates_schema_with_wal(store: SQLiteStore) -> None:
         index_cols = {tuple(c[2] for c in conn.execute(f"PRAGMA index_info({name})")) for name in indexes}
         assert index_cols == {
             ("route", "started_at"), ("started_at",), ("route", "served", "started_at"),
-            ("metric", "request_id"), ("metric", "episode_id"),
             ("route", "variant", "attempt", "served", "latency_ms", "started_at", "ttft_ms", "prompt_tokens",
              "completion_tokens", "cost_usd"),
             ("route", "variant", "attempt", "served", "ttft_ms", "started_at"),
@@ -93,6 +92,8 @@ async def test_fresh_store_creates_schema_with_wal(store: SQLiteStore) -> None:
             ("request_id",),  # partial: attempt > 1
             ("route", "started_at"),  # partial: guard_failures > 0
             ("level", "request_id"),
+            ("level", "metric", "request_id", "received_at", "id", "value"),  # v4: latest outcome
+            ("level", "metric", "episode_id", "received_at", "id", "value"),
         }
         pk = [r for r in conn.execute("PRAGMA table_info(records)") if r[5]]
         assert [r[1] for r in pk] == ["id"]
@@ -112,7 +113,7 @@ async def test_reopen_keeps_data_and_schema(tmp_path: Path) -> None:
     assert await s.count_records() == 1
     await s.close()
     conn = sqlite3.connect(f"{tmp_path}/r.db")
-    assert conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 3
+    assert conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
 
 
@@ -349,3 +350,16 @@ async def test_none_store_turns_recording_off() -> None:
     assert await store.query_records() == [] and await store.count_records() == 0
     assert await store.fetch("SELECT 1") == []
     await store.close()
+
+
+async def test_read_lanes_run_queries_at_the_same_time_on_their_own_connections(store: SQLiteStore) -> None:
+    import asyncio
+
+    # a temp table made on lane 0 is not visible on lane 1: each lane has its own connection
+    await store.fetch("CREATE TEMP TABLE lane_probe AS SELECT 1 AS x")
+    assert await store.fetch("SELECT x FROM lane_probe") == [(1,)]
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        await store.fetch("SELECT x FROM lane_probe", lane=1)
+    # both lanes answer concurrently
+    a, b = await asyncio.gather(store.fetch("SELECT 1"), store.fetch("SELECT 2", lane=1))
+    assert (a, b) == ([(1,)], [(2,)])

@@ -1,0 +1,212 @@
+"""The recorder scenario: the real `proxy.records.Recorder` writing into SQLite, without a gateway.
+
+    python -m bench.recorder [--rate 5000] [--seconds 10] [--baseline-seconds 5] [--max-records 100000]
+
+Run once per bench (the harness pins it to the core of the system under test). Three parts, each
+on a uvloop event loop like the gateway's, with the gateway's recorder settings (Recorder defaults:
+buffer 10,000, batches of 500, flush every 50 ms) and a fresh SQLite file
+(`open_store("sqlite:///<dir>/….db")`):
+
+- baseline: a 1 ms asyncio ticker alone for `--baseline-seconds`, measuring how late each tick fires
+  (event-loop lag: what any request waiting on the loop would wait on top of its own work);
+- sustained: the same ticker submits records at `--rate` records/s (each tick submits the records
+  due by then) for `--seconds`, with the writer running: written/s, backlog, spilled, dropped, and
+  the loop lag again — the increase over the baseline is what the recorder adds to request latency;
+- maximum: `--max-records` records submitted at once (buffer sized to hold them all), then
+  `flush()`: end-to-end records/s into SQLite.
+
+Records are built like tests/records/bench_records.py `make_record` (~2 KB, a chat request and its
+answer) with `capture="redacted"`, as Sluicegate everything-on records them: the store's thread
+seals them (redaction, hashing, JSON) before writing, exactly as in the gateway. They are built
+before the clock starts (20,000 distinct ones, then copies with new ids). Prints one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import gc
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+from proxy.records import Record, Recorder, new_id, open_store
+
+
+def make_record(i: int) -> Record:
+    """tests/records/bench_records.py `make_record`, with the capture mode of everything-on."""
+    return Record(
+        id=new_id(), request_id=new_id(), attempt=1, attempt_reason="primary", endpoint="chat.completions",
+        route="support-bot", variant="prod", provider="openai", model_requested="gpt-4o-2024-08-06",
+        started_at=time.time(), params={"temperature": 0, "tool_names": ["lookup"]},
+        request={"model": "support-bot", "messages": [
+            {"role": "system", "content": "You are a helpful support assistant. " * 10},
+            {"role": "user", "content": f"Question number {i}: how do I reset my password?"}]},
+        response={"id": "chatcmpl-1", "choices": [{"index": 0, "finish_reason": "stop", "message": {
+            "role": "assistant", "content": "Go to settings and click reset. " * 8}}],
+            "usage": {"prompt_tokens": 120, "completion_tokens": 60, "total_tokens": 180}},
+        request_hash="ab" * 32, status=200, usage={"prompt_tokens": 120, "completion_tokens": 60, "total_tokens": 180},
+        latency_ms=123.4, served=True, model_served="gpt-4o-2024-08-06", capture="redacted")
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    return round(s[min(len(s) - 1, max(0, int(round(q / 100 * (len(s) - 1)))))], 3)
+
+
+def lag_summary(lags: list[float]) -> dict:
+    return {"ticks": len(lags), "p50": pct(lags, 50), "p90": pct(lags, 90), "p99": pct(lags, 99),
+            "p999": pct(lags, 99.9), "max": round(max(lags), 3) if lags else None,
+            "mean": round(sum(lags) / len(lags), 3) if lags else None}
+
+
+async def ticker(seconds: float, on_tick=None, period: float = 0.001) -> list[float]:
+    """Sleep `period` again and again for `seconds`; returns each tick's lateness in ms."""
+    lags: list[float] = []
+    start = time.perf_counter()
+    now = start
+    while now - start < seconds:
+        expected = time.perf_counter() + period
+        await asyncio.sleep(period)
+        now = time.perf_counter()
+        lags.append((now - expected) * 1000)
+        if on_tick is not None:
+            on_tick(now - start)
+    return lags
+
+
+async def baseline(seconds: float) -> dict:
+    gc.collect()
+    return lag_summary(await ticker(seconds))
+
+
+def make_records(n: int, distinct: int = 20_000) -> list[Record]:
+    """n records with unique ids; past `distinct`, copies of the first ones (same bodies, new ids) to
+    save time and memory: sealing copies what it changes, so sharing the bodies costs nothing."""
+    out = [make_record(i) for i in range(min(n, distinct))]
+    for i in range(len(out), n):
+        out.append(dataclasses.replace(out[i % distinct], id=new_id(), request_id=new_id(), started_at=time.time()))
+    return out
+
+
+async def sustained(workdir: Path, records: list[Record], rate: float, seconds: float) -> dict:
+    store = open_store(f"sqlite:///{workdir / 'rec-sustained.db'}")
+    await store.open()
+    rec = Recorder(store, spill_path=workdir / "rec-sustained.spill.jsonl")
+    await rec.start()
+    state = {"sent": 0, "max_backlog": 0, "next_sample": 0.0}
+    submit_s = [0.0]
+
+    def on_tick(elapsed: float) -> None:
+        due = min(len(records), int(elapsed * rate))
+        if due > state["sent"]:
+            t = time.perf_counter()
+            for r in records[state["sent"]:due]:
+                rec.submit(r)
+            submit_s[0] += time.perf_counter() - t
+            state["sent"] = due
+        if elapsed >= state["next_sample"]:  # backlog every 10 ms
+            state["next_sample"] = elapsed + 0.01
+            s = rec.stats()
+            state["max_backlog"] = max(state["max_backlog"], s["buffered"])
+
+    gc.collect()
+    t0 = time.perf_counter()
+    lags = await ticker(seconds, on_tick)
+    window = time.perf_counter() - t0
+    at_end = rec.stats()
+    t1 = time.perf_counter()
+    await rec.flush()
+    flush_s = time.perf_counter() - t1
+    final = rec.stats()
+    await rec.stop()
+    await store.close()
+    sent = state["sent"]
+    return {
+        "offered_per_s": rate, "seconds": round(window, 3), "submitted": sent,
+        "written_in_window": at_end["written"], "written_per_s": round(at_end["written"] / window, 1),
+        "backlog_at_end": at_end["buffered"], "backlog_max": state["max_backlog"],
+        "flush_after_s": round(flush_s, 3), "written": final["written"],
+        "spilled": final["spilled"], "dropped": final["dropped"], "store_healthy": final["store_healthy"],
+        "kept_up": final["written"] == sent and final["spilled"] == 0 and final["dropped"] == 0
+        and at_end["buffered"] < rate,  # less than a second of records left behind
+        "submit_us_per_record": round(submit_s[0] / sent * 1e6, 3) if sent else None,
+        "loop_lag_ms": lag_summary(lags),
+    }
+
+
+async def maximum(workdir: Path, records: list[Record], n: int) -> dict:
+    records = records[:n]
+    store = open_store(f"sqlite:///{workdir / 'rec-max.db'}")
+    await store.open()
+    rec = Recorder(store, spill_path=workdir / "rec-max.spill.jsonl", buffer_size=max(n, 10_000))
+    await rec.start()
+    gc.collect()
+    t0 = time.perf_counter()
+    for r in records:
+        rec.submit(r)
+    submit_s = time.perf_counter() - t0
+    await rec.flush()
+    dt = time.perf_counter() - t0
+    final = rec.stats()
+    await rec.stop()
+    await store.close()
+    size = (workdir / "rec-max.db").stat().st_size
+    return {"records": n, "seconds": round(dt, 3), "records_per_s": round(final["written"] / dt, 1),
+            "written": final["written"], "spilled": final["spilled"], "dropped": final["dropped"],
+            "submit_us_per_record": round(submit_s / n * 1e6, 3),
+            "record_json_bytes": len(orjson.dumps(records[0])), "db_bytes_per_record": round(size / n) if n else None}
+
+
+async def run(a: argparse.Namespace) -> dict:
+    workdir = Path(a.dir) if a.dir else Path(tempfile.mkdtemp(prefix="sluicegate-bench-recorder-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        out: dict = {"rate": a.rate, "seconds": a.seconds, "max_records": a.max_records,
+                     "settings": "Recorder defaults (buffer 10,000, batch 500, flush 50 ms); maximum: buffer "
+                                 "sized to hold every record", "capture": "redacted",
+                     "loop": type(asyncio.get_running_loop()).__module__.split(".")[0]}
+        t = time.perf_counter()
+        records = make_records(max(int(a.rate * a.seconds * 1.05) + 10, a.max_records))
+        out["build_s"] = round(time.perf_counter() - t, 2)
+        out["baseline_loop_lag_ms"] = await baseline(a.baseline_seconds or a.seconds)
+        out["sustained"] = await sustained(workdir, records, a.rate, a.seconds)
+        if a.max_records:
+            out["maximum"] = await maximum(workdir, records, a.max_records)
+        lag, base = out["sustained"]["loop_lag_ms"], out["baseline_loop_lag_ms"]
+        out["loop_lag_added_ms"] = {q: round(lag[q] - base[q], 3) for q in ("p50", "p90", "p99", "p999", "max")
+                                    if lag[q] is not None and base[q] is not None}
+        return out
+    finally:
+        if not a.dir and not a.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.recorder", description=__doc__.split("\n\n")[0])
+    p.add_argument("--rate", type=float, default=5000.0, help="records/s offered in the sustained part")
+    p.add_argument("--seconds", type=float, default=10.0, help="length of the baseline and of the sustained part")
+    p.add_argument("--baseline-seconds", type=float, default=5.0,
+                   help="length of the baseline (ticker alone; default 5, 0: as --seconds)")
+    p.add_argument("--max-records", type=int, default=100_000, help="records of the maximum part (0: skip it)")
+    p.add_argument("--dir", help="where the SQLite files go (default: a temp dir, removed afterwards)")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir")
+    a = p.parse_args(argv)
+    try:
+        import uvloop
+
+        result = uvloop.run(run(a))
+    except ImportError:  # pragma: no cover
+        result = asyncio.run(run(a))
+    sys.stdout.write(orjson.dumps(result).decode() + "\n")
+
+
+if __name__ == "__main__":
+    main()
