@@ -59,6 +59,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if policy is None:
         return 1
     print(policy.summary())  # type: ignore[attr-defined]
+    from proxy.reports import judge_family_warnings
+
+    for warning in judge_family_warnings(policy):
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -72,7 +76,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     policy = _load_policy(args.policy)
     if policy is None:
         return 1
-    app = create_app(Settings(policy_path=args.policy, policy=policy, store_url=_store_url(args.store)))
+    app = create_app(Settings(policy_path=args.policy, policy=policy, store_url=_store_url(args.store),
+                              scoring=args.scoring))
     config = uvicorn.Config(
         app, host=args.host, port=args.port, loop="uvloop", http="httptools", lifespan="on",
         access_log=False, log_level="warning", timeout_graceful_shutdown=args.graceful_timeout,
@@ -86,6 +91,78 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         configs.append(uvicorn.Config(create_mock(), host=host or "127.0.0.1", port=int(port), loop="uvloop",
                                       http="httptools", access_log=False, log_level="warning", lifespan="off"))
     run_servers(configs)
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from proxy.logs import configure_logging
+    from proxy.providers import build_provider
+    from proxy.records import open_store
+    from proxy.scoring import JudgeBudget, Scoring, StoreWorker, build_scorers
+
+    configure_logging(json=None, level="info")
+    if args.queue != "store":
+        print(f"--queue {args.queue}: only `store` is implemented (redis:// comes with the scale-out work)",
+              file=sys.stderr)
+        return 2
+    policy = _load_policy(args.policy)
+    if policy is None:
+        return 1
+
+    async def run() -> int:
+        providers = {name: build_provider(name, config) for name, config in policy.providers.items()
+                     if config.kind == "openai"}
+        store = open_store(_store_url(args.store))
+        await store.open()
+        budget = JudgeBudget(policy.budgets.judge_usd_per_day)
+        scorers = build_scorers(policy, providers, budget)
+        worker = StoreWorker(lambda sink: Scoring(policy, scorers, sink, budget=budget), store,
+                             name=args.name, batch_size=args.batch)
+        try:
+            await worker.run(once=args.once)
+        finally:
+            for adapter in providers.values():
+                await adapter.close()
+            await store.close()
+        print(f"scored: {worker.scoring.stats()}", file=sys.stderr)
+        return 0
+
+    try:
+        return asyncio.run(run())
+    except KeyboardInterrupt:
+        return 130
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from proxy.records import open_store
+    from proxy.scoring._calibration import render_calibration
+    from proxy.scoring._trust import judge_calibrations
+
+    policy = _load_policy(args.policy)
+    if policy is None:
+        return 1
+    if args.scorer is not None and getattr(policy.scorers.get(args.scorer), "kind", None) != "llm_judge":
+        judges = sorted(n for n, c in policy.scorers.items() if c.kind == "llm_judge") or ["none"]
+        print(f"--scorer {args.scorer}: not an llm_judge scorer of the policy; its judges: {', '.join(judges)}",
+              file=sys.stderr)
+        return 2
+
+    async def run() -> dict:
+        store = open_store(_store_url(args.store))
+        await store.open()
+        try:
+            return await judge_calibrations(store, policy, only=args.scorer)
+        finally:
+            await store.close()
+
+    results = asyncio.run(run())
+    if args.json:
+        out = {name: (c if isinstance(c, str) else c.to_dict()) for name, c in results.items()}
+        sys.stdout.buffer.write(orjson.dumps(out, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        for name, cal in results.items():
+            print(f"{name}: {cal}" if isinstance(cal, str) else render_calibration(cal))
+            print()
     return 0
 
 
@@ -113,9 +190,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from proxy.records import open_store
-    from proxy.reports import build_report, render_html, render_text, report_inputs
+    from proxy.reports import build_report, policy_scores, render_html, render_text, report_inputs
 
     inputs: dict = {}
+    policy = None
     if args.policy:
         policy = _load_policy(args.policy)
         if policy is None:
@@ -126,8 +204,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
         store = open_store(_store_url(args.store))
         await store.open()
         try:
-            return await build_report(store, route=args.route, since=args.since, until=args.until,
-                                      mde=args.mde, **inputs)
+            report = await build_report(store, route=args.route, since=args.since, until=args.until,
+                                        mde=args.mde, **inputs)
+            report["scores"] = await policy_scores(store, policy, route=args.route, since=args.since,
+                                                   until=args.until)
+            return report
         finally:
             await store.close()
 
@@ -181,7 +262,28 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds in-flight requests get to finish on SIGTERM")
     serve.add_argument("--mock-upstream", metavar="HOST:PORT",
                        help="also run the built-in mock upstream here (demo; no provider keys needed)")
+    serve.add_argument("--scoring", choices=("inprocess", "external"), default="inprocess",
+                       help="inprocess: sampled answers are scored by a background task of this server; "
+                            "external: by `sluicegate worker` processes reading the store")
     serve.set_defaults(func=_cmd_serve)
+
+    worker = commands.add_parser("worker", help="score recorded answers (rule, LLM judge, review queue) from the store")
+    worker.add_argument("--policy", required=True, help="policy YAML file (routes' sampling and scorers)")
+    worker.add_argument("--store", help=f"store URL (default: $SLUICEGATE_STORE or {DEFAULT_STORE})")
+    worker.add_argument("--queue", default="store",
+                        help="where work comes from: `store` (records after this worker's cursor; the default) — "
+                             "redis:// comes with the scale-out work")
+    worker.add_argument("--name", default="default", help="the worker's cursor name")
+    worker.add_argument("--batch", type=int, default=200, help="records read per batch")
+    worker.add_argument("--once", action="store_true", help="score what is recorded now, then exit")
+    worker.set_defaults(func=_cmd_worker)
+
+    calib = commands.add_parser("calibrate", help="agreement of each LLM judge with human labels, and trust")
+    calib.add_argument("--policy", required=True, help="policy YAML file (the judges and their trust_after)")
+    calib.add_argument("--store", help=f"store URL (default: $SLUICEGATE_STORE or {DEFAULT_STORE})")
+    calib.add_argument("--scorer", help="one judge scorer (default: every llm_judge scorer)")
+    calib.add_argument("--json", action="store_true", help="print JSON")
+    calib.set_defaults(func=_cmd_calibrate)
 
     check = commands.add_parser("check", help="validate a policy file without serving")
     check.add_argument("policy")

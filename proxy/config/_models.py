@@ -496,7 +496,24 @@ class JudgeScorer(_Named):
 class HumanScorer(_Named):
     kind: Literal["human"]
     rate: float = Field(ge=0, le=1)
-    also: list[str] = Field(default_factory=list)  # extra triggers, e.g. judge_low_confidence
+    # extra ways into the queue besides `rate` (proxy/scoring/_worker.py `review_reason`)
+    also: list[Literal["judge_low_confidence", "judge_disagrees_with_rule", "judge_error", "critical"]] = Field(
+        default_factory=list)
+    # what a reviewer may answer (the review page's digit keys follow this order)
+    labels: list[str] = Field(default_factory=lambda: ["pass", "fail"], min_length=1)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: list[str]) -> list[str]:
+        for label in value:
+            if not label.strip():
+                raise ValueError("a label must be a non-empty string")
+            if label != label.strip():
+                raise ValueError(f"label '{label}' has leading or trailing spaces")
+        if len(set(value)) != len(value):
+            repeated = sorted({label for label in value if value.count(label) > 1})
+            raise ValueError(f"labels must be unique ({', '.join(repeated)} given more than once)")
+        return value
 
 
 Scorer = Annotated[RuleScorer | JudgeScorer | HumanScorer, Field(discriminator="kind")]

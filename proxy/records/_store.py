@@ -75,7 +75,7 @@ class RecordStore(Protocol):
 
 # --- SQLite --------------------------------------------------------------------------------------
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 READ_LANES = 2  # parallel read connections (a 2-core machine runs two report queries at once)
 
 # Columns copied out of the row (for filtering and indexes); the whole row is in `data`.
@@ -183,6 +183,41 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "DROP INDEX IF EXISTS outcomes_request",
         "DROP INDEX IF EXISTS outcomes_episode",
     ),
+    5: (
+        # one row per (record, scorer): a score delivered twice is stored once
+        """CREATE TABLE IF NOT EXISTS scores (
+            id TEXT PRIMARY KEY,
+            record_id TEXT NOT NULL,
+            request_id TEXT,
+            scorer TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            label TEXT NOT NULL,
+            score REAL,
+            taxonomy TEXT,
+            confidence REAL,
+            weight REAL,
+            cost_usd REAL,
+            created_at REAL NOT NULL,
+            data TEXT NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS scores_scorer ON scores (scorer, record_id)",
+        "CREATE INDEX IF NOT EXISTS scores_record ON scores (record_id)",
+        # the human review queue: one entry per (record, human scorer); its label is a `human` score
+        """CREATE TABLE IF NOT EXISTS reviews (
+            id TEXT PRIMARY KEY,
+            record_id TEXT NOT NULL,
+            request_id TEXT,
+            route TEXT,
+            variant TEXT,
+            scorer TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            entered_at REAL NOT NULL,
+            note TEXT
+        )""",
+        "CREATE INDEX IF NOT EXISTS reviews_entered ON reviews (entered_at)",
+        # where each `sluicegate worker` is in `records` (by rowid); written with its scores
+        "CREATE TABLE IF NOT EXISTS scoring_cursors (id TEXT PRIMARY KEY, value INTEGER NOT NULL, updated_at REAL)",
+    ),
 }
 assert max(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -197,6 +232,39 @@ _INSERT_OUTCOME_SQL = (
     f"INSERT OR IGNORE INTO outcomes ({', '.join(_OUTCOME_COLUMNS)}, data) "
     f"VALUES ({', '.join('?' * (len(_OUTCOME_COLUMNS) + 1))})"
 )
+
+
+_SCORE_COLUMNS = ("id", "record_id", "request_id", "scorer", "kind", "label", "score", "taxonomy", "confidence",
+                  "weight", "cost_usd", "created_at")
+# a re-delivered job replaces its score (same id): never counted twice; a human relabel wins
+_INSERT_SCORE_SQL = (
+    f"INSERT OR REPLACE INTO scores ({', '.join(_SCORE_COLUMNS)}, data) VALUES ({', '.join('?' * (len(_SCORE_COLUMNS) + 1))})"
+)
+
+
+def _is_score(row: Any) -> bool:
+    """Score rows are marked `row: score` (a Score's own `kind` is its scorer kind)."""
+    if isinstance(row, Mapping):
+        return row.get("row") == "score"
+    return type(row).__name__ == "Score" and hasattr(row, "scorer")
+
+
+def _score_params(row: Any) -> list[Any]:
+    data = dict(row) if isinstance(row, Mapping) else {**row.to_dict(), "row": "score"}
+    return [*(data.get(key) for key in _SCORE_COLUMNS), orjson.dumps(data).decode()]
+
+
+_REVIEW_COLUMNS = ("id", "record_id", "request_id", "route", "variant", "scorer", "reason", "entered_at", "note")
+_INSERT_REVIEW_SQL = (f"INSERT OR IGNORE INTO reviews ({', '.join(_REVIEW_COLUMNS)}) "
+                      f"VALUES ({', '.join('?' * len(_REVIEW_COLUMNS))})")
+
+
+def _is_review(row: Any) -> bool:
+    return isinstance(row, Mapping) and row.get("row") == "review"
+
+
+def _is_cursor(row: Any) -> bool:
+    return isinstance(row, Mapping) and row.get("row") == "cursor"
 
 
 def _is_outcome(row: Any) -> bool:
@@ -382,8 +450,12 @@ class SQLiteStore:
         conn = self._connection()
         # encode before taking the write lock; outcome rows travel the same path as records
         outcomes = [_outcome_params(r) for r in rows if _is_outcome(r)]
-        params = [_row_params(r) for r in rows if not _is_outcome(r)]
-        if not params and not outcomes:
+        scores = [_score_params(r) for r in rows if _is_score(r)]
+        reviews = [[r.get(k) for k in _REVIEW_COLUMNS] for r in rows if _is_review(r)]
+        cursors = [[r["id"], r["value"], r.get("updated_at")] for r in rows if _is_cursor(r)]
+        params = [_row_params(r) for r in rows
+                  if not (_is_outcome(r) or _is_score(r) or _is_review(r) or _is_cursor(r))]
+        if not params and not outcomes and not scores and not reviews and not cursors:
             return 0
         before = conn.total_changes
         conn.execute("BEGIN IMMEDIATE")
@@ -392,6 +464,13 @@ class SQLiteStore:
                 conn.executemany(_INSERT_SQL, params)
             if outcomes:
                 conn.executemany(_INSERT_OUTCOME_SQL, outcomes)
+            if scores:
+                conn.executemany(_INSERT_SCORE_SQL, scores)
+            if reviews:
+                conn.executemany(_INSERT_REVIEW_SQL, reviews)
+            if cursors:
+                conn.executemany("INSERT OR REPLACE INTO scoring_cursors (id, value, updated_at) VALUES (?, ?, ?)",
+                                 cursors)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

@@ -9,6 +9,7 @@ inconclusive with the numbers behind it.
 from ._engine import MEANINGS, build_report, report_inputs
 from ._render_html import render_html
 from ._render_text import render_text
+from ._scores import judge_family_warnings, policy_scores, score_section
 from ._sequential import (
     DEFAULT_TUNE_N,
     SequentialResult,
@@ -48,6 +49,9 @@ from ._verdict import (
 __all__ = [
     "MEANINGS",
     "build_report",
+    "judge_family_warnings",
+    "policy_scores",
+    "score_section",
     "render_html",
     "render_text",
     "report_inputs",

@@ -88,4 +88,36 @@ def render_text(report: dict[str, Any]) -> str:
         for w in r["warnings"]:
             out.append(f"⚠ {w}")
         out.append("")
+    out += _scores_text(report.get("scores"))
     return "\n".join(out)
+
+
+def _scores_text(scores: dict[str, Any] | None) -> list[str]:
+    """Scores per route, variant and scorer; untrusted judges marked (they never drive a verdict)."""
+    if not scores or not scores.get("routes"):
+        return []
+    out: list[str] = []
+    for route, variants in scores["routes"].items():
+        rows = []
+        for variant, scorers in variants.items():
+            for name, f in scorers.items():
+                lo, hi = f["pass_rate_ci"]
+                trust = ""
+                if f["kind"] == "llm_judge":
+                    trust = "trusted" if f["trusted"] else "UNTRUSTED"
+                rows.append([variant, name, f["kind"], str(f["n"]), fmt(f["pass_rate"], "pct"),
+                             f"[{fmt(lo, 'pct')}, {fmt(hi, 'pct')}]", fmt(f["pass_rate_reweighted"], "pct"),
+                             fmt(f.get("pass_rate_corrected"), "pct"), str(f["judge_errors"]),
+                             fmt(f["cost_usd"], "usd"), trust])
+        out.append(f"scores on route {route}")
+        out += _table(["variant", "scorer", "kind", "n", "pass", "95% interval", "reweighted", "corrected",
+                       "judge errors", "judge cost", "judge"], rows)
+        for variants_ in variants.values():
+            for name, f in variants_.items():
+                if f["kind"] == "llm_judge" and not f["trusted"]:
+                    out.append(f"  {name}: untrusted — {f['trust']}; shown only, never used for a verdict")
+                    break
+        out.append("")
+    for w in scores.get("warnings", []):
+        out.append(f"⚠ {w}")
+    return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Mapping
@@ -24,7 +25,10 @@ from proxy.server._gateway import build_providers, compile_routes
 from proxy.server._inference import serve_inference
 from proxy.server._ops import healthz, list_models, readyz
 from proxy.server._reports_api import reports, route_report
+from proxy.server._review_api import add_review, label_review, next_review
+from proxy.server._review_page import review_page
 from proxy.server._state import Gateway
+from proxy.scoring import build_scoring
 
 __all__ = ["Settings", "create_app", "default_spill_path"]
 
@@ -39,6 +43,7 @@ class Settings:
     spill_path: str | Path | None = None
     transports: Mapping[str, httpx.AsyncBaseTransport] | None = None  # provider name -> transport (tests)
     recorder_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    scoring: str = "inprocess"  # inprocess: a background task scores; external: `sluicegate worker` does
 
 
 def default_spill_path(store_url: str) -> Path:
@@ -62,14 +67,23 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     recorder = Recorder(store, spill_path=settings.spill_path or default_spill_path(settings.store_url),
                         **dict(settings.recorder_options))
     await recorder.start()
+    scoring = build_scoring(policy, providers, recorder) if settings.scoring == "inprocess" else None
     app.state.gateway = Gateway(policy=policy, routes=compile_routes(policy), providers=providers,
-                                recorder=recorder, store=store, max_body_bytes=policy.server.max_body_bytes)
+                                recorder=recorder, store=store, max_body_bytes=policy.server.max_body_bytes,
+                                scoring=scoring)
+    scoring_task = asyncio.create_task(scoring.run(), name="sluicegate-scoring") if scoring is not None else None
     log.info("ready", policy=str(policy.source), version=policy.version, routes=sorted(policy.routes),
              store=store.url)
     try:
         yield
     finally:
         log.info("shutting_down")
+        if scoring_task is not None:
+            scoring_task.cancel()
+            await asyncio.gather(scoring_task, return_exceptions=True)
+            # the in-process queue is not durable: what was not scored is counted here (use
+            # `--scoring external` and `sluicegate worker` when every sampled answer must be scored)
+            log.info("scoring_stopped", **scoring.stats())
         await recorder.stop()
         for adapter in providers.values():
             await adapter.close()
@@ -113,6 +127,10 @@ def create_app(settings: Settings) -> Starlette:
         Route("/v1/feedback/batch", feedback_batch, methods=["POST"]),
         Route("/v1/reports", reports, methods=["GET"]),
         Route("/v1/reports/{route}", route_report, methods=["GET"]),
+        Route("/v1/review", add_review, methods=["POST"]),
+        Route("/v1/review/next", next_review, methods=["GET"]),
+        Route("/v1/review/{id}", label_review, methods=["POST"]),
+        Route("/review", review_page, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]

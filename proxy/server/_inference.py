@@ -103,7 +103,7 @@ async def serve_inference(request: Request, endpoint: str) -> Response:
                 record.served, record.outcome, record.status = False, "guard_blocked", 422
                 gateway.recorder.submit(record)
                 raise GuardBlocked(failures)
-            gateway.recorder.submit(record)
+            gateway.served(record)
             access_log(request_id, route_name, variant, reply.status, clock, attempt)
             media_type = "text/event-stream" if stream else "application/json"
             return Response(reply.content, status_code=reply.status, headers=headers, media_type=media_type)

@@ -41,6 +41,7 @@ async def readyz(request: Request) -> Response:
         "providers": {name: {"kind": adapter.kind, "pool": "ready"} for name, adapter in gateway.providers.items()},
         "store": {"url": gateway.store.url, "writable": recorder.get("store_healthy", True)},
         "recorder": recorder,
+        "scoring": gateway.scoring.stats() if gateway.scoring is not None else None,
     }
     return _json(body)
 

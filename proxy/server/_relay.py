@@ -160,6 +160,9 @@ class RelayResponse:
         if self.guards is not None and outcome == "ok":
             # `flag` on a stream: judged after it was sent; the record (not the header) carries it
             record.guards = [failure.to_dict() for failure in self.guards.run(record.request or {}, answer)]
-        self.gateway.recorder.submit(record)
+        if outcome == "ok":
+            self.gateway.served(record)
+        else:
+            self.gateway.recorder.submit(record)
         access_log(record.request_id, record.route, record.variant, 200, self.clock, record.attempt,
                    error=error, level="info" if outcome == "ok" else "warning")

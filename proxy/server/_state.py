@@ -21,3 +21,10 @@ class Gateway:
     store: Any  # proxy.records.RecordStore
     max_body_bytes: int
     recent: RecentIds = dataclasses.field(default_factory=RecentIds)  # ids feedback may refer to
+    scoring: Any = None  # proxy.scoring.Scoring when a route has scorers
+
+    def served(self, record: Any) -> None:
+        """Hand over the record of an answer the client got: to the recorder, then to sampling."""
+        self.recorder.submit(record)
+        if self.scoring is not None:
+            self.scoring.offer(record)

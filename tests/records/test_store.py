@@ -72,8 +72,8 @@ async def test_fresh_store_creates_schema_with_wal(store: SQLiteStore) -> None:
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert {"records", "outcomes", "schema_version"} <= tables
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,), (2,), (3,), (4,)]
+        assert {"records", "outcomes", "schema_version", "scores", "reviews", "scoring_cursors"} <= tables
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
         cols = [r[1] for r in conn.execute("PRAGMA table_info(records)")]
         assert cols == ["id", "request_id", "attempt", "served", "started_at", "route", "variant", "experiment",
                         "episode_id", "correlation_id", "user_id", "provider", "model_requested", "model_served",
@@ -94,6 +94,7 @@ async def test_fresh_store_creates_schema_with_wal(store: SQLiteStore) -> None:
             ("level", "request_id"),
             ("level", "metric", "request_id", "received_at", "id", "value"),  # v4: latest outcome
             ("level", "metric", "episode_id", "received_at", "id", "value"),
+            ("scorer", "record_id"), ("record_id",), ("entered_at",),  # v5: scores, reviews
         }
         pk = [r for r in conn.execute("PRAGMA table_info(records)") if r[5]]
         assert [r[1] for r in pk] == ["id"]

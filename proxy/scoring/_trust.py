@@ -1,0 +1,32 @@
+"""Judge calibration from the store: each LLM judge's labels against human labels on the same records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from proxy.scoring._calibration import Calibration, calibrate
+
+__all__ = ["judge_calibrations", "judge_pairs"]
+
+_PAIRS = """SELECT j.label, h.label FROM scores j JOIN scores h ON h.record_id = j.record_id AND h.kind = 'human'
+WHERE j.scorer = ? AND j.kind = 'llm_judge' AND j.label != 'judge_error'"""
+
+
+async def judge_pairs(store: Any, scorer: str) -> list[tuple[str, str]]:
+    """(judge label, human label) for every record both labelled (any human scorer)."""
+    return [(j, h) for j, h in await store.fetch(_PAIRS, [scorer])]
+
+
+async def judge_calibrations(store: Any, policy: Any, only: str | None = None) -> dict[str, Calibration | str]:
+    """Calibration per llm_judge scorer of the policy; a string says why one could not be computed
+    (e.g. human labels outside the judge's labels)."""
+    out: dict[str, Calibration | str] = {}
+    for name, config in policy.scorers.items():
+        if config.kind != "llm_judge" or (only is not None and name != only):
+            continue
+        pairs = await judge_pairs(store, name)
+        try:
+            out[name] = calibrate(name, pairs, config.labels, config.trust_after)
+        except ValueError as exc:
+            out[name] = str(exc)
+    return out
