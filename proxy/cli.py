@@ -117,7 +117,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         budget = JudgeBudget(policy.budgets.judge_usd_per_day)
         scorers = build_scorers(policy, providers, budget)
         worker = StoreWorker(lambda sink: Scoring(policy, scorers, sink, budget=budget), store,
-                             name=args.name, batch_size=args.batch)
+                             name=args.name, batch_size=args.batch, metrics=policy.metrics)
         try:
             await worker.run(once=args.once)
         finally:

@@ -19,11 +19,11 @@ __all__ = [
 ]
 
 
-def build_scoring(policy: Any, providers: dict[str, Any], recorder: Any) -> Scoring | None:
+def build_scoring(policy: Any, providers: dict[str, Any], recorder: Any, store: Any = None) -> Scoring | None:
     """The server's scoring (in-process queue, background worker), or None when no route has scorers."""
     if not any(route.scorers for route in policy.routes.values()):
         return None
     budget = JudgeBudget(policy.budgets.judge_usd_per_day)
     scorers = build_scorers(policy, providers, budget)
-    scoring = Scoring(policy, scorers, recorder.submit, budget=budget)
+    scoring = Scoring(policy, scorers, recorder.submit, budget=budget, store=store, flush=recorder.flush)
     return scoring if scoring.active else None

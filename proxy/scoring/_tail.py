@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 import structlog
 
-from proxy.scoring._worker import Scoring, row_input
+from proxy.scoring._worker import _LATE_SQL, Scoring, negative_feedback, row_input
 
 __all__ = ["StoreWorker"]
 
@@ -27,9 +27,12 @@ log = structlog.get_logger("sluicegate.worker")
 
 
 class StoreWorker:
-    def __init__(self, make_scoring: Any, store: Any, *, name: str = "default", batch_size: int = 200) -> None:
-        """`make_scoring(sink)` builds the `Scoring` whose scores go to `sink` (collected per batch)."""
+    def __init__(self, make_scoring: Any, store: Any, *, name: str = "default", batch_size: int = 200,
+                 metrics: Any = None) -> None:
+        """`make_scoring(sink)` builds the `Scoring` whose scores go to `sink` (collected per batch);
+        `metrics` (the policy's) tell which later outcomes are negative feedback."""
         self._store = store
+        self._metrics = metrics or {}
         self._name = name
         self._batch_size = batch_size
         self._pending: list[dict[str, Any]] = []
@@ -37,9 +40,33 @@ class StoreWorker:
         self.batches = 0
         self.records_seen = 0
 
-    async def cursor(self) -> int:
-        rows = await self._store.fetch("SELECT value FROM scoring_cursors WHERE id = ?", [self._name])
+    async def cursor(self, suffix: str = "") -> int:
+        rows = await self._store.fetch("SELECT value FROM scoring_cursors WHERE id = ?", [self._name + suffix])
         return int(rows[0][0]) if rows else 0
+
+    async def _late_batch(self) -> tuple[int, dict[str, Any] | None]:
+        """Negative feedback that arrived after the outcomes cursor: a second sampling decision."""
+        after = await self.cursor(":outcomes")
+        rows = await self._store.fetch(
+            "SELECT rowid, metric, value, request_id FROM outcomes WHERE rowid > ? AND level = 'inference' "
+            "ORDER BY rowid LIMIT ?", [after, self._batch_size])
+        if not rows:
+            return 0, None
+        for _, metric, value, request_id in rows:
+            feedback = negative_feedback(SimpleNamespace(metric=metric, value=value, request_id=request_id),
+                                         self._metrics.get(metric))
+            if not feedback:
+                continue
+            found = await self._store.fetch(_LATE_SQL, [request_id])
+            if not found:
+                continue  # an outcome for a request this store never recorded
+            row = orjson.loads(found[0][0])
+            record = SimpleNamespace(**row)
+            decision = self.scoring.decide_late(record, feedback)
+            if decision is not None:
+                await self.scoring.score_item(record, row_input(row, decision.weight))
+        cursor = {"row": "cursor", "id": self._name + ":outcomes", "value": rows[-1][0], "updated_at": time.time()}
+        return len(rows), cursor
 
     async def run_once(self) -> int:
         """Score the next batch of recorded answers; returns how many records were read."""
@@ -47,9 +74,13 @@ class StoreWorker:
         rows = await self._store.fetch(
             "SELECT rowid, data FROM records WHERE rowid > ? AND served = 1 ORDER BY rowid LIMIT ?",
             [after, self._batch_size])
-        if not rows:
-            return 0
         self._pending.clear()
+        if not rows:
+            late, cursor = await self._late_batch()
+            if cursor is not None:
+                await self._store.write_records([*self._pending, cursor])
+                self._pending.clear()
+            return late
         for _, data in rows:
             row = orjson.loads(data)
             record = SimpleNamespace(**row)

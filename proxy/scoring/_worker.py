@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
+from types import SimpleNamespace
 from typing import Any
 
+import orjson
 import structlog
 
 from proxy.records import Record
@@ -27,7 +29,7 @@ from proxy.scoring._rules import RuleCheck
 from proxy.scoring._sampler import SampleDecision, Sampler, draw, facts_from_record
 from proxy.scoring._score import JUDGE_ERROR, Score, ScoreInput, answer_text
 
-__all__ = ["Job", "Scoring", "build_scorers", "row_input", "score_row"]
+__all__ = ["Job", "LateJob", "Scoring", "build_scorers", "negative_feedback", "row_input", "score_row"]
 
 log = structlog.get_logger("sluicegate.scoring")
 
@@ -83,6 +85,29 @@ def review_row(scorer: str, record: Any, reason: str) -> dict[str, Any]:
             "entered_at": time.time()}
 
 
+def negative_feedback(outcome: Any, metric: Any) -> frozenset[str]:
+    """What a later outcome tells the sampler: `{metric name, "negative"}` when a boolean outcome is
+    bad by its metric's goal (0 for `maximize`, 1 for `minimize`), else nothing. Sampling rules match
+    it with `feedback: <metric>` or `feedback: negative`."""
+    if metric is None or getattr(metric, "type", None) != "boolean" or outcome.request_id is None:
+        return frozenset()
+    bad = 0.0 if metric.goal == "maximize" else 1.0
+    return frozenset({outcome.metric, "negative"}) if outcome.value == bad else frozenset()
+
+
+_LATE_SQL = "SELECT data FROM records WHERE request_id = ? AND served = 1 ORDER BY attempt DESC LIMIT 1"
+
+
+class LateJob:
+    """Feedback arrived for a request: sample it again with that feedback (scored once at most)."""
+
+    __slots__ = ("request_id", "feedback")
+
+    def __init__(self, request_id: str, feedback: frozenset[str]) -> None:
+        self.request_id = request_id
+        self.feedback = feedback
+
+
 class Job:
     """What the worker needs about one sampled record."""
 
@@ -112,7 +137,8 @@ def row_input(row: Mapping[str, Any], weight: float) -> ScoreInput | None:
 
 class Scoring:
     def __init__(self, policy: Any, scorers: Mapping[str, Scorer], sink: Callable[[Any], None], *,
-                 queue: ScoringQueue | None = None, budget: JudgeBudget | None = None,
+                 queue: ScoringQueue | None = None, budget: JudgeBudget | None = None, store: Any = None,
+                 flush: Callable[[], Any] | None = None,
                  batch_size: int = 16, visibility_s: float = 120.0) -> None:
         self._routes = {name: [s for s in route.scorers if s in scorers] for name, route in policy.routes.items()}
         self._humans = {name: [(s, policy.scorers[s]) for s in route.scorers
@@ -128,7 +154,9 @@ class Scoring:
         self._batch_size = batch_size
         self._visibility_s = visibility_s
         self._counts = {"sampled": 0, "not_sampled": 0, "refused": 0, "scored": 0, "skipped_refs_only": 0,
-                        "errors": 0, "to_review": 0}
+                        "errors": 0, "to_review": 0, "sampled_late": 0}
+        self._store = store
+        self._flush = flush
 
     @property
     def active(self) -> bool:
@@ -147,6 +175,27 @@ class Scoring:
         self._counts["sampled" if decision.sampled else "not_sampled"] += 1
         return decision
 
+    def offer_feedback(self, outcome: Any, metric: Any) -> None:
+        """A later outcome about a request (sync, never waits): when it is negative, the request is
+        queued for a second sampling decision that sees the feedback (`decide_later`)."""
+        feedback = negative_feedback(outcome, metric)
+        if not feedback:
+            return
+        if not self.queue.offer(f"late:{outcome.request_id}:{outcome.metric}", LateJob(outcome.request_id, feedback)):
+            self._counts["refused"] += 1
+
+    def decide_late(self, record: Any, feedback: frozenset[str]) -> SampleDecision | None:
+        """Sampled now (with the feedback) and not before? Deterministic, so never twice."""
+        sampler = self._samplers.get(record.route)
+        if sampler is None:
+            return None
+        scale = self._budget.scale() if self._budget is not None else 1.0
+        before = facts_from_record(record)
+        decision = sampler.decide_later(before, facts_from_record(record, feedback=feedback), scale=scale)
+        if decision is not None:
+            self._counts["sampled_late"] += 1
+        return decision
+
     def offer(self, record: Record) -> None:
         """Sample a served record for scoring (sync, never waits)."""
         decision = self.decide(record)
@@ -159,8 +208,26 @@ class Scoring:
     # ------------------------------------------------------------------ background worker
 
     async def score_one(self, delivery: Delivery) -> None:
-        job: Job = delivery.payload
+        job = delivery.payload
+        if isinstance(job, LateJob):
+            await self._score_late(job)
+            return
         await self.score_item(job.record, score_input(job))
+
+    async def _score_late(self, job: LateJob) -> None:
+        if self._store is None:
+            return
+        rows = await self._store.fetch(_LATE_SQL, [job.request_id])
+        if not rows and self._flush is not None:  # feedback can outrun the recorder's last batch
+            await self._flush()
+            rows = await self._store.fetch(_LATE_SQL, [job.request_id])
+        if not rows:  # not written yet: not acked, so it comes back after the visibility timeout
+            raise LookupError(f"request {job.request_id} is not in the store yet")
+        row = orjson.loads(rows[0][0])
+        record = SimpleNamespace(**row)
+        decision = self.decide_late(record, job.feedback)
+        if decision is not None:
+            await self.score_item(record, row_input(row, decision.weight))
 
     async def score_item(self, record: Any, item: ScoreInput | None) -> None:
         """Run the route's scorers on one record (as captured) and send the scores and any review

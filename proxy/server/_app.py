@@ -67,7 +67,7 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     recorder = Recorder(store, spill_path=settings.spill_path or default_spill_path(settings.store_url),
                         **dict(settings.recorder_options))
     await recorder.start()
-    scoring = build_scoring(policy, providers, recorder) if settings.scoring == "inprocess" else None
+    scoring = build_scoring(policy, providers, recorder, store) if settings.scoring == "inprocess" else None
     app.state.gateway = Gateway(policy=policy, routes=compile_routes(policy), providers=providers,
                                 recorder=recorder, store=store, max_body_bytes=policy.server.max_body_bytes,
                                 scoring=scoring)

@@ -50,6 +50,8 @@ async def _accept(gateway: Gateway, body: Any) -> dict[str, Any]:
         raise UnknownSubject(f"no request or episode with {field} '{value}' was served by this gateway",
                              param=field)
     gateway.recorder.submit(outcome)
+    if gateway.scoring is not None:  # a negative outcome may make the request worth scoring now
+        gateway.scoring.offer_feedback(outcome, gateway.policy.metrics.get(outcome.metric))
     return {"object": "feedback", "id": outcome.id, "metric": outcome.metric, field: value,
             "status": "accepted", "verified": known is True}
 

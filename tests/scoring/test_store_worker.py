@@ -99,3 +99,66 @@ async def test_a_worker_killed_mid_batch_loses_nothing_and_counts_nothing_twice(
     await store.write_records([{"row": "cursor", "id": "default", "value": 0, "updated_at": time.time()}])
     assert await make_worker().run_once() == 10
     assert await store.fetch("SELECT count(*) FROM scores") == [(20,)]
+
+
+LATE_POLICY = """\
+providers:
+  mock: {kind: openai, base_url: "http://mock.test/v1"}
+models:
+  answerer: {provider: mock, model: answerer}
+routes:
+  bot:
+    model: answerer
+    capture: full
+    sampling: {default: 0.0, rules: [{feedback: negative, rate: 1.0}]}
+    scorers: [scope]
+metrics:
+  task_success: {type: boolean, level: inference, goal: maximize}
+  user_corrected: {type: boolean, level: inference, goal: minimize}
+scorers:
+  scope: {kind: rule, regex: 'deliberately wrong', taxonomy: out_of_scope_answer}
+"""
+
+
+async def test_negative_feedback_arriving_later_gets_a_request_scored_once(tmp_path: Path) -> None:
+    from proxy.config import parse_policy
+    from proxy.records import Outcome
+
+    policy = parse_policy(LATE_POLICY)
+    store = SQLiteStore(tmp_path / "late.db")
+    await store.open()
+    try:
+        records = [record(i) for i in range(4)]
+        await store.write_records(records)
+
+        def make_worker() -> StoreWorker:
+            return StoreWorker(lambda sink: Scoring(policy, build_scorers(policy, {}, None), sink), store,
+                               metrics=policy.metrics)
+
+        worker = make_worker()
+        while await worker.run_once():
+            pass
+        assert await store.fetch("SELECT count(*) FROM scores") == [(0,)]  # default rate 0: nothing sampled
+
+        def outcome(r: Record, metric: str, value: float) -> Outcome:
+            return Outcome(id=new_id("out_"), metric=metric, value=value, level="inference",
+                           received_at=time.time(), request_id=r.request_id)
+
+        await store.write_records([
+            outcome(records[0], "task_success", 0.0),  # negative: scored
+            outcome(records[1], "task_success", 1.0),  # positive: not
+            outcome(records[2], "user_corrected", 1.0),  # negative for a `minimize` metric: scored
+            outcome(records[0], "user_corrected", 1.0),  # second negative for the same request: still once
+        ])
+        while await worker.run_once():
+            pass
+        scored = {rid for (rid,) in await store.fetch("SELECT request_id FROM scores")}
+        assert scored == {records[0].request_id, records[2].request_id}
+        assert await store.fetch("SELECT count(*) FROM scores") == [(2,)]
+        # a restarted worker starts from its cursors: nothing again
+        again = make_worker()
+        while await again.run_once():
+            pass
+        assert again.scoring.stats()["sampled_late"] == 0
+    finally:
+        await store.close()

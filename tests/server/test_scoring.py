@@ -101,3 +101,27 @@ async def test_no_request_waits_for_a_slow_judge(tmp_path: Path) -> None:
         # every answer is back while the judge has not answered once: the requests never waited
         assert gw.scoring.stats()["sampled"] == 5
         assert not any(s == "helpful" for (s,) in await gw.store.fetch("SELECT scorer FROM scores"))
+
+
+async def test_negative_feedback_posted_later_gets_the_request_scored(tmp_path: Path) -> None:
+    policy = POLICY.replace("sampling: {default: 1.0}",
+                            "sampling: {default: 0.0, rules: [{feedback: negative, rate: 1.0}]}")
+    policy += "metrics:\n  task_success: {type: boolean, level: inference, goal: maximize}\n"
+    (tmp_path / "policy.yaml").write_text(policy)
+    shutil.copy(ROOT / "policies" / "rubrics" / "helpfulness.md", tmp_path / "rubric.md")
+    mock = create_mock(MockConfig(models={"answerer": MockModel(), "judge": MockModel(judge_error_rate=0.0)}))
+    app = create_app(Settings(policy=load_policy(tmp_path / "policy.yaml"), store_url=f"sqlite:///{tmp_path}/s.db",
+                              transports={"mock": httpx.ASGITransport(app=mock)}))
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+            gw = app.state.gateway
+            ids = [(await ask(client, i)).headers["x-sluicegate-request-id"] for i in range(3)]
+            assert gw.scoring.stats()["sampled"] == 0
+            for request_id, value in ((ids[0], False), (ids[1], True)):
+                r = await client.post("/v1/feedback", json={"request_id": request_id, "metric": "task_success",
+                                                            "value": value})
+                assert r.status_code == 202
+            await wait_for(lambda: gw.scoring.stats()["scored"] >= 2)
+            await gw.recorder.flush()
+            rows = await gw.store.fetch("SELECT DISTINCT request_id FROM scores")
+    assert rows == [(ids[0],)]
