@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import aiohttp
+import httpx
 import uvicorn
 
 from proxy.config import parse_policy
@@ -55,11 +56,15 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+JUDGE_ERROR_RATE = 0.03  # the mock judge's known error rate (calibration must find it)
+
+
 def _mock_config() -> MockConfig:
-    return MockConfig(models={
-        MODELS[name]: MockModel(served_model=f"{MODELS[name]}-2026-11-01", tool_call_fault="invented_param",
-                                tool_call_fault_rate=truth.tool_fault_rate)
-        for name, truth in TRUTH.items()})
+    models = {MODELS[name]: MockModel(served_model=f"{MODELS[name]}-2026-11-01", tool_call_fault="invented_param",
+                                      tool_call_fault_rate=truth.tool_fault_rate)
+              for name, truth in TRUTH.items()}
+    models["mock-judge"] = MockModel(judge_error_rate=JUDGE_ERROR_RATE)
+    return MockConfig(models=models)
 
 
 class _Progress:
@@ -128,7 +133,9 @@ async def _drive(url: str, users: int, seed: int, out: TextIO) -> tuple[list[dic
 async def run_demo(users: int = 3000, seed: int = 7, store: str | None = None, out: TextIO = sys.stderr
                    ) -> dict[str, Any]:
     """Runs the loop and returns the report (JSON-able) with a `demo` section: truth vs found."""
-    from proxy.reports import build_report, render_text
+    from proxy.reports import build_report, policy_scores, render_text
+    from proxy.scoring._calibration import render_calibration
+    from proxy.scoring._trust import judge_calibrations
 
     workdir = Path(tempfile.mkdtemp(prefix="sluicegate-demo-"))
     store_url = store or f"sqlite:///{workdir / 'demo.db'}"
@@ -153,15 +160,68 @@ async def run_demo(users: int = 3000, seed: int = 7, store: str | None = None, o
         report = await build_report(gateway.store, route=ROUTE, metrics=dict(policy.metrics),
                                     controls={ROUTE: policy.routes[ROUTE].control},
                                     weights={ROUTE: dict(policy.routes[ROUTE].split or {})})
+        labelled = await _judge_and_review(f"http://127.0.0.1:{gateway_port}", gateway, out)
+        report["scores"] = await policy_scores(gateway.store, policy, route=ROUTE)
+        calibration = (await judge_calibrations(gateway.store, policy)).get("helpfulness")
     finally:
         for server in servers:
             server.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
     report["demo"] = {"truth": {k: dataclasses.asdict(v) for k, v in TRUTH.items()}, "episodes_per_variant": served,
                       "store": store_url, **recovery(report)}
+    report["demo"]["judge"] = judge_check(calibration, labelled)
     print(render_text(report), file=out, flush=True)
+    if not isinstance(calibration, (str, type(None))):
+        print(render_calibration(calibration), file=out, flush=True)
     print(_summary(report["demo"]), file=out, flush=True)
     return report
+
+
+async def _judge_and_review(url: str, gateway: Any, out: TextIO) -> int:
+    """Wait for the background judge to finish, then play the human reviewers: label every queued
+    item with its true label (a defect the mock put in the answer means `fail`)."""
+    from proxy.mock_upstream._judge import true_label
+
+    scoring = gateway.scoring
+    while True:  # the judge runs in the background; the demo waits for it before reporting
+        queue = scoring.queue.stats()
+        if not queue["ready"] and not queue["in_flight"]:
+            break
+        await asyncio.sleep(0.05)
+    await gateway.recorder.flush()
+    labelled = 0
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        while True:
+            r = await client.get("/v1/review/next")
+            if r.status_code == 204:
+                break
+            item = r.json()
+            answer = item["record"]["answer"] if item.get("record") else {}
+            text = (answer or {}).get("text") or ""
+            text += " ".join(f"{c.get('name')}({c.get('arguments')})" for c in (answer or {}).get("tool_calls") or [])
+            bad, taxonomy = true_label(text)
+            r = await client.post(f"/v1/review/{item['id']}", json={
+                "label": "fail" if bad else "pass", "taxonomy": taxonomy, "reviewer": "demo-reviewer"})
+            r.raise_for_status()
+            labelled += 1
+    stats = scoring.stats()
+    print(f"demo: judge scored {stats['scored']} sampled answers ({stats['sampled']} sampled); "
+          f"simulated reviewers labelled {labelled}", file=out, flush=True)
+    return labelled
+
+
+def judge_check(calibration: Any, labelled: int) -> dict[str, Any]:
+    """Did calibration find the mock judge's known error rate (1 - agreement) within its interval?"""
+    from proxy.reports import wilson_interval
+
+    if calibration is None or isinstance(calibration, str) or not calibration.n_labels:
+        return {"labelled": labelled, "calibrated": False, "why": calibration or "no human labels"}
+    n = calibration.n_labels
+    errors = round((1 - calibration.agreement) * n)
+    low, high = wilson_interval(errors, n)
+    return {"labelled": labelled, "n_labels": n, "calibrated": True, "true_error_rate": JUDGE_ERROR_RATE,
+            "found_error_rate": errors / n, "interval": [low, high],
+            "within": low <= JUDGE_ERROR_RATE <= high, "kappa": calibration.kappa, "trusted": calibration.trusted}
 
 
 def recovery(report: dict[str, Any]) -> dict[str, Any]:
@@ -199,6 +259,12 @@ def _summary(demo: dict[str, Any]) -> str:
             lines.append(f"  {variant:<10} {name:<19} true {f['true']:.3f}  found {f['found']:.3f}  "
                          f"[{f['interval'][0]:.3f}, {f['interval'][1]:.3f}]  {mark}")
     lines.append(f"  verdict on task_success: {demo['verdict']}; truly better: {demo['truly_better']}")
+    judge = demo.get("judge") or {}
+    if judge.get("calibrated"):
+        lines.append(f"  judge error rate (vs {judge['n_labels']} random human labels): true {judge['true_error_rate']:.3f}  "
+                     f"found {judge['found_error_rate']:.3f}  [{judge['interval'][0]:.3f}, {judge['interval'][1]:.3f}]"
+                     f"  {'ok' if judge['within'] else 'MISSED'}; kappa {judge['kappa']:.2f}, "
+                     f"{'trusted' if judge['trusted'] else 'not trusted'}")
     lines.append("  RECOVERED: the report found the known rates and the better variant" if demo["recovered"]
                  else "  NOT RECOVERED: see above")
     return "\n".join(lines)

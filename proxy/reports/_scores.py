@@ -69,7 +69,10 @@ def _figures(c: dict[str, Any], calibration: Any) -> dict[str, Any]:
     low, high = wilson_interval(passed, n) if n else (None, None)
     fig: dict[str, Any] = {
         "kind": c["kind"], "n": n, "labels": c["labels"], "pass_rate": rate, "pass_rate_ci": [low, high],
-        "pass_rate_reweighted": c["weight_passed"] / c["weight"] if c["weight"] else None,
+        # human labels come from the review queue (rate and triggers), not from a known sampling
+        # probability per item: no honest reweighting exists for them
+        "pass_rate_reweighted": (c["weight_passed"] / c["weight"] if c["weight"] and c["kind"] != "human"
+                                 else None),
         "judge_errors": c["errors"], "cost_usd": round(c["cost_usd"], 6),
         "tokens": {"prompt": c["prompt_tokens"], "completion": c["completion_tokens"]},
     }

@@ -15,7 +15,7 @@ import shutil
 import sqlite3
 import subprocess
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 from urllib.parse import quote
 
@@ -260,7 +260,7 @@ def test_worker_scores_humans_label_calibrate_and_report_agree(serve):
     cells = Counter(pairs)
     table = [[cells[("pass", "pass")], cells[("fail", "pass")]],   # rows: human pass, fail
              [cells[("pass", "fail")], cells[("fail", "fail")]]]   # columns: judge pass, fail
-    kappa = cohens_kappa(table).kappa
+    kappa = float(cohens_kappa(table).kappa)
     agreement = sum(j == h for j, h in pairs) / len(pairs)
     human_fail = cells[("pass", "fail")] + cells[("fail", "fail")]
     human_pass = len(pairs) - human_fail

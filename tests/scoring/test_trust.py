@@ -50,6 +50,11 @@ def rec(variant: str) -> Record:
                   model_requested=f"gpt-{variant}", started_at=time.time(), served=True, experiment="bot")
 
 
+def review(r: Record, reason: str = "rate") -> dict:
+    return {"row": "review", "id": f"{r.id}:review", "record_id": r.id, "request_id": r.request_id, "route": "bot",
+            "variant": r.variant, "scorer": "review", "reason": reason, "entered_at": time.time()}
+
+
 def score(r: Record, scorer: str, kind: str, label: str, weight: float = 1.0) -> dict:
     return score_row(Score(record_id=r.id, request_id=r.request_id, scorer=scorer, kind=kind, label=label,
                            weight=weight))
@@ -80,7 +85,7 @@ async def test_trust_flips_once_enough_agreeing_human_labels_arrive(store, polic
     for i, r in enumerate(records):
         label = "pass" if i % 2 else "fail"
         rows += [r, score(r, "helpful", "llm_judge", label)]
-    await store.write_records(rows)
+    await store.write_records(rows + [review(r) for r in records])
     # 49 agreeing human labels: not yet trusted
     await store.write_records([score(r, "review", "human", "pass" if i % 2 else "fail")
                                for i, r in enumerate(records[:49])])
@@ -120,3 +125,19 @@ def test_same_family_judge_is_warned_about(tmp_path: Path) -> None:
     text = POLICY.replace("claude-judge", "gpt-4o-mini")
     warnings = judge_family_warnings(parse_policy(text, source=str(tmp_path / "policy.yaml")))
     assert len(warnings) == 2 and all("same model family" in w for w in warnings)
+
+
+async def test_calibration_counts_only_items_reviewed_at_random(store, policy) -> None:
+    """Items a trigger pulled into the queue (e.g. low judge confidence) over-represent the judge's
+    mistakes: they are labelled, but calibration leaves them out."""
+    rows: list = []
+    random_items = [rec("a") for _ in range(10)]
+    triggered = [rec("a") for _ in range(10)]
+    for r in random_items:
+        rows += [r, score(r, "helpful", "llm_judge", "pass"), review(r, "rate"), score(r, "review", "human", "pass")]
+    for r in triggered:  # the judge was wrong on every one of these
+        rows += [r, score(r, "helpful", "llm_judge", "pass"), review(r, "judge_low_confidence"),
+                 score(r, "review", "human", "fail")]
+    await store.write_records(rows)
+    cal, = (await judge_calibrations(store, policy)).values()
+    assert cal.n_labels == 10 and cal.agreement == 1.0
