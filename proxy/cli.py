@@ -99,6 +99,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from proxy.providers import build_provider
     from proxy.records import open_store
     from proxy.scoring import JudgeBudget, Scoring, StoreWorker, build_scorers
+    from proxy.scoring._trust import judge_spent_today
 
     configure_logging(json=None, level="info")
     if args.queue != "store":
@@ -114,7 +115,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
                      if config.kind == "openai"}
         store = open_store(_store_url(args.store))
         await store.open()
-        budget = JudgeBudget(policy.budgets.judge_usd_per_day)
+        budget = JudgeBudget(policy.budgets.judge_usd_per_day, spent_today=await judge_spent_today(store))
         scorers = build_scorers(policy, providers, budget)
         worker = StoreWorker(lambda sink: Scoring(policy, scorers, sink, budget=budget), store,
                              name=args.name, batch_size=args.batch, metrics=policy.metrics)

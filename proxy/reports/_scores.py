@@ -114,7 +114,17 @@ async def policy_scores(store: Any, policy: Any, *, route: str | None = None, si
         warnings = judge_family_warnings(policy)
     section = await score_section(store, route=route, since=since, until=until, labels=labels,
                                   calibrations=calibrations)
-    return {"routes": section, "warnings": warnings}
+    budget = None
+    if policy is not None and policy.budgets.judge_usd_per_day is not None:
+        from proxy.scoring._judge import JudgeBudget
+        from proxy.scoring._trust import judge_spent_today
+
+        budget = JudgeBudget(policy.budgets.judge_usd_per_day, spent_today=await judge_spent_today(store)).state()
+        if budget["scale"] < 1.0:
+            warnings.append(f"judge budget: ${budget['spent_today_usd']:.2f} of ${budget['usd_per_day']:.2f} spent "
+                            f"today; judge sampling rates are scaled by {budget['scale']:.2f} until "
+                            f"{budget['day']} ends (UTC)")
+    return {"routes": section, "warnings": warnings, "judge_budget": budget}
 
 
 def judge_family_warnings(policy: Any) -> list[str]:

@@ -19,11 +19,13 @@ __all__ = [
 ]
 
 
-def build_scoring(policy: Any, providers: dict[str, Any], recorder: Any, store: Any = None) -> Scoring | None:
-    """The server's scoring (in-process queue, background worker), or None when no route has scorers."""
+def build_scoring(policy: Any, providers: dict[str, Any], recorder: Any, store: Any = None,
+                  spent_today: float = 0.0) -> Scoring | None:
+    """The server's scoring (in-process queue, background worker), or None when no route has scorers.
+    `spent_today`: judge spend already in the store today (the budget holds across restarts)."""
     if not any(route.scorers for route in policy.routes.values()):
         return None
-    budget = JudgeBudget(policy.budgets.judge_usd_per_day)
+    budget = JudgeBudget(policy.budgets.judge_usd_per_day, spent_today=spent_today)
     scorers = build_scorers(policy, providers, budget)
     scoring = Scoring(policy, scorers, recorder.submit, budget=budget, store=store, flush=recorder.flush)
     return scoring if scoring.active else None

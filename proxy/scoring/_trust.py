@@ -6,7 +6,19 @@ from typing import Any
 
 from proxy.scoring._calibration import Calibration, calibrate
 
-__all__ = ["judge_calibrations", "judge_pairs"]
+__all__ = ["judge_calibrations", "judge_pairs", "judge_spent_today"]
+
+_DAY = 86400.0
+
+
+async def judge_spent_today(store: Any, now: float | None = None) -> float:
+    """What judges cost since midnight UTC, from the stored scores (seeds a process's budget)."""
+    import time
+
+    midnight = ((now if now is not None else time.time()) // _DAY) * _DAY
+    rows = await store.fetch("SELECT coalesce(sum(cost_usd), 0) FROM scores WHERE kind = 'llm_judge' "
+                             "AND created_at >= ?", [midnight])
+    return float(rows[0][0]) if rows else 0.0
 
 # Only items that entered the review queue by the reviewer's random `rate` count: items pulled in by
 # triggers (low confidence, disagreement with a rule) are where the judge errs most, so counting them

@@ -29,6 +29,7 @@ from proxy.server._review_api import add_review, label_review, next_review
 from proxy.server._review_page import review_page
 from proxy.server._state import Gateway
 from proxy.scoring import build_scoring
+from proxy.scoring._trust import judge_spent_today
 
 __all__ = ["Settings", "create_app", "default_spill_path"]
 
@@ -67,7 +68,9 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     recorder = Recorder(store, spill_path=settings.spill_path or default_spill_path(settings.store_url),
                         **dict(settings.recorder_options))
     await recorder.start()
-    scoring = build_scoring(policy, providers, recorder, store) if settings.scoring == "inprocess" else None
+    scoring = None
+    if settings.scoring == "inprocess":
+        scoring = build_scoring(policy, providers, recorder, store, await _judge_spent(store))
     app.state.gateway = Gateway(policy=policy, routes=compile_routes(policy), providers=providers,
                                 recorder=recorder, store=store, max_body_bytes=policy.server.max_body_bytes,
                                 scoring=scoring)
@@ -90,6 +93,14 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.close()
         log.info("stopped", recorder=recorder.stats())
         flush_logs()
+
+
+async def _judge_spent(store: Any) -> float:
+    try:
+        return await judge_spent_today(store)
+    except Exception as exc:  # noqa: BLE001 - the store is down: start the budget at zero, say so
+        log.warning("judge_budget_unseeded", error=str(exc)[:300])
+        return 0.0
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:

@@ -141,3 +141,21 @@ async def test_calibration_counts_only_items_reviewed_at_random(store, policy) -
     await store.write_records(rows)
     cal, = (await judge_calibrations(store, policy)).values()
     assert cal.n_labels == 10 and cal.agreement == 1.0
+
+
+async def test_judge_budget_is_seeded_from_todays_spend_and_the_report_says_when_sampling_backs_off(
+        store, tmp_path: Path) -> None:
+    from proxy.scoring._trust import judge_spent_today
+
+    (tmp_path / "rubric.md").write_text("grade {answer}")
+    policy = parse_policy(POLICY + "budgets:\n  judge_usd_per_day: 5\n", source=str(tmp_path / "policy.yaml"))
+    today, yesterday = rec("a"), rec("a")
+    old = Score(record_id=yesterday.id, request_id=yesterday.request_id, scorer="helpful", kind="llm_judge",
+                label="pass", cost_usd=3.0, created_at=time.time() - 86400)
+    new = Score(record_id=today.id, request_id=today.request_id, scorer="helpful", kind="llm_judge",
+                label="pass", cost_usd=4.5)
+    await store.write_records([today, yesterday, score_row(old), score_row(new)])
+    assert await judge_spent_today(store) == pytest.approx(4.5)  # yesterday's spend does not count
+    section = await policy_scores(store, policy)
+    assert section["judge_budget"]["scale"] == pytest.approx(0.5)  # 90% spent: halfway from 80% to 100%
+    assert any("judge budget" in w and "scaled by 0.50" in w for w in section["warnings"])
