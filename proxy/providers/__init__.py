@@ -5,11 +5,12 @@ from __future__ import annotations
 import httpx
 
 from proxy.providers._base import ENDPOINT_PATHS, ProviderAdapter, UpstreamCall, UpstreamReply, UpstreamStream
-from proxy.providers._openai import OpenAIAdapter
+from proxy.providers._openai import AzureOpenAIAdapter, OpenAIAdapter
 from proxy.providers._sse import SSESplitter, event_data
 
 __all__ = [
     "ENDPOINT_PATHS",
+    "AzureOpenAIAdapter",
     "OpenAIAdapter",
     "ProviderAdapter",
     "SSESplitter",
@@ -24,16 +25,18 @@ __all__ = [
 def build_provider(name: str, config: object, transport: httpx.AsyncBaseTransport | None = None) -> ProviderAdapter:
     """An adapter for one `providers:` entry. `transport` replaces the network (tests)."""
     kind = getattr(config, "kind")
-    if kind == "openai":
-        api_key = getattr(config, "api_key", None)
-        return OpenAIAdapter(
-            name,
-            base_url=getattr(config, "base_url") or "https://api.openai.com/v1",
-            api_key=api_key.get_secret_value() if api_key is not None else None,
-            headers=getattr(config, "headers", None),
-            connect_timeout=getattr(config, "connect_timeout", 5.0),
-            read_timeout=getattr(config, "read_timeout", 120.0),
-            max_connections=getattr(config, "max_connections", 256),
-            transport=transport,
-        )
-    raise NotImplementedError(f"provider '{name}': kind '{kind}' has no adapter yet (supported: openai)")
+    if kind not in ("openai", "azure"):
+        raise NotImplementedError(f"provider '{name}': kind '{kind}' has no adapter yet (supported: openai, azure)")
+    api_key = getattr(config, "api_key", None)
+    common = dict(
+        base_url=getattr(config, "base_url") or "https://api.openai.com/v1",
+        api_key=api_key.get_secret_value() if api_key is not None else None,
+        headers=getattr(config, "headers", None),
+        connect_timeout=getattr(config, "connect_timeout", 5.0),
+        read_timeout=getattr(config, "read_timeout", 120.0),
+        max_connections=getattr(config, "max_connections", 256),
+        transport=transport,
+    )
+    if kind == "azure":
+        return AzureOpenAIAdapter(name, api_version=getattr(config, "api_version", None), **common)
+    return OpenAIAdapter(name, **common)

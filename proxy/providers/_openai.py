@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -13,7 +15,7 @@ from proxy.providers._base import ENDPOINT_PATHS, UpstreamCall, UpstreamReply
 from proxy.providers._http import AiohttpClient, HTTPClient, HTTPResponse, HttpxClient, Timeouts
 from proxy.providers._sse import SSESplitter
 
-__all__ = ["OpenAIAdapter"]
+__all__ = ["AzureOpenAIAdapter", "OpenAIAdapter"]
 
 _PASS_HEADERS = ("retry-after", "retry-after-ms")
 
@@ -28,19 +30,26 @@ class OpenAIAdapter:
         self.name = name
         request_headers = {"content-type": "application/json", **(headers or {})}
         if api_key:
-            request_headers["authorization"] = f"Bearer {api_key}"
+            request_headers.update(self._auth_headers(api_key))
         self._timeouts = Timeouts(connect=connect_timeout, read=read_timeout)
         self._http: HTTPClient = (
             HttpxClient(name, base_url, request_headers, transport) if transport is not None
             else AiohttpClient(name, base_url, request_headers, max_connections=max_connections))
+
+    @staticmethod
+    def _auth_headers(api_key: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {api_key}"}
 
     def _timeouts_for(self, call: UpstreamCall) -> Timeouts:
         if call.timeout is None:
             return self._timeouts
         return Timeouts(connect=min(call.timeout, self._timeouts.connect), read=min(call.timeout, self._timeouts.read))
 
+    def _path(self, call: UpstreamCall) -> str:
+        return ENDPOINT_PATHS[call.endpoint]
+
     async def _post(self, call: UpstreamCall) -> HTTPResponse:
-        return await self._http.post(ENDPOINT_PATHS[call.endpoint], orjson.dumps(call.body), self._timeouts_for(call))
+        return await self._http.post(self._path(call), orjson.dumps(call.body), self._timeouts_for(call))
 
     async def send(self, call: UpstreamCall) -> UpstreamReply:
         response = await self._post(call)
@@ -77,6 +86,26 @@ class OpenAIAdapter:
 
     async def close(self) -> None:
         await self._http.aclose()
+
+
+class AzureOpenAIAdapter(OpenAIAdapter):
+    """Azure OpenAI: the same wire format, at deployment URLs with an `api-version`, keyed by an
+    `api-key` header. The variant's `model` is the deployment name (Azure ignores the body's model)."""
+
+    kind = "azure"
+    DEFAULT_API_VERSION = "2024-10-21"  # the GA version current when this was written; set `api_version:`
+
+    def __init__(self, name: str, *, api_version: str | None = None, **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        self.api_version = api_version or self.DEFAULT_API_VERSION
+
+    @staticmethod
+    def _auth_headers(api_key: str) -> dict[str, str]:
+        return {"api-key": api_key}
+
+    def _path(self, call: UpstreamCall) -> str:
+        deployment = quote(str(call.body.get("model", "")), safe="")
+        return f"/openai/deployments/{deployment}{ENDPOINT_PATHS[call.endpoint]}?api-version={self.api_version}"
 
 
 class _OpenAIStream:

@@ -33,6 +33,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from proxy.costs import cost_usd
+from proxy.prices import price_for
 from proxy.errors import UpstreamError, UpstreamHTTPError
 from proxy.providers._base import UpstreamCall
 from proxy.scoring._score import JUDGE_ERROR, Score, ScoreInput
@@ -427,7 +428,7 @@ class LLMJudge:
                 if attempts < self.max_attempts and self.retry_delay > 0:
                     await asyncio.sleep(self.retry_delay * 2 ** (attempts - 1))
                 continue
-            cost = spent.add(reply.data, self.judge.price)
+            cost = spent.add(reply.data, price_for(self.judge))
             if self.budget is not None:
                 self.budget.spend(cost)
             try:

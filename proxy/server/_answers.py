@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from proxy.costs import cost_usd
+from proxy.prices import price_for
 from proxy.logs import get_logger
 from proxy.records import Record
 from proxy.server._state import Gateway
@@ -30,7 +31,7 @@ def describe_answer(gateway: Gateway, record: Record, data: dict[str, Any]) -> N
         if isinstance(message, dict) and message.get("tool_calls"):
             record.tool_calls = message["tool_calls"]
     if record.variant != PASSTHROUGH_VARIANT:
-        record.cost_usd = cost_usd(gateway.policy.models[record.variant].price, record.usage)
+        record.cost_usd = cost_usd(price_for(gateway.policy.models[record.variant]), record.usage)
 
 
 def access_log(request_id: str, route: str | None, variant: str | None, status: int, clock: float,

@@ -1,0 +1,46 @@
+"""Azure OpenAI: deployment URLs, api-version, the api-key header (and never a bearer token)."""
+
+from __future__ import annotations
+
+import httpx
+import orjson
+
+from proxy.config._models import Provider
+from proxy.providers import AzureOpenAIAdapter, UpstreamCall, build_provider
+
+ANSWER = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+          "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+          "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}
+
+
+async def test_azure_calls_the_deployment_url_with_api_version_and_api_key() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=ANSWER)
+
+    config = Provider(kind="azure", base_url="https://res.openai.azure.com", api_key="azure-secret-key",
+                      api_version="2024-06-01")
+    adapter = build_provider("az", config, httpx.MockTransport(handler))
+    assert isinstance(adapter, AzureOpenAIAdapter) and adapter.kind == "azure"
+    body = {"model": "prod-gpt4o", "messages": [{"role": "user", "content": "hi"}]}
+    reply = await adapter.send(UpstreamCall("chat.completions", body))
+    await adapter.close()
+    request, = seen
+    assert request.url.path == "/openai/deployments/prod-gpt4o/chat/completions"
+    assert request.url.params["api-version"] == "2024-06-01"
+    assert request.headers["api-key"] == "azure-secret-key"
+    assert "authorization" not in request.headers
+    assert orjson.loads(request.content) == body
+    assert reply.data["choices"][0]["message"]["content"] == "hi"
+
+
+async def test_azure_defaults_the_api_version_and_quotes_the_deployment() -> None:
+    seen: list[httpx.Request] = []
+    adapter = build_provider("az", Provider(kind="azure", base_url="https://res.openai.azure.com"),
+                             httpx.MockTransport(lambda r: seen.append(r) or httpx.Response(200, json=ANSWER)))
+    await adapter.send(UpstreamCall("embeddings", {"model": "emb/deploy", "input": "x"}))
+    await adapter.close()
+    assert seen[0].url.raw_path.decode().startswith("/openai/deployments/emb%2Fdeploy/embeddings?api-version=")
+    assert seen[0].url.params["api-version"] == AzureOpenAIAdapter.DEFAULT_API_VERSION
