@@ -107,6 +107,14 @@ class _Named(_Model):
 # --------------------------------------------------------------------------- providers
 
 
+class Retry(_Model):
+    """Retrying the same upstream after a connect error, 429 or 5xx (proxy/providers/_retry.py)."""
+
+    max_retries: int = Field(0, ge=0, le=10)  # 0: fail over to the fallbacks at once
+    base_delay_ms: float = Field(200, gt=0)
+    max_delay_ms: float = Field(5000, gt=0)
+
+
 class Provider(_Named):
     kind: Literal["openai", "anthropic", "azure"]
     base_url: str | None = None  # default per kind; azure requires it
@@ -118,6 +126,7 @@ class Provider(_Named):
     forward_metadata: bool = True  # forward the body's `metadata` (minus Sluicegate's keys)
     api_version: str | None = None  # azure
     strip_params: list[str] = Field(default_factory=list)  # body fields this provider rejects
+    retry: Retry = Field(default_factory=Retry)
 
     @model_validator(mode="before")
     @classmethod

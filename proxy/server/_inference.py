@@ -20,6 +20,7 @@ from proxy.errors import GuardBlocked, RouteNotFound, SluicegateError, UpstreamE
 from proxy.logs import get_logger
 from proxy.metadata import RequestMeta, read_meta
 from proxy.providers import UpstreamCall, UpstreamReply
+from proxy.providers._retry import retry_delay, safe_to_retry
 from proxy.records import Record, new_id
 from proxy.guards import GuardResult
 from proxy.routing import Assignment, sticky_key
@@ -54,7 +55,7 @@ async def serve_inference(request: Request, endpoint: str) -> Response:
         guards = route.guards if route is not None and endpoint != "embeddings" else None
         deadline = clock + route.timeout if route is not None and route.timeout else None
         plan = route.plan(assignment.variant) if route is not None else None
-        variant, reason, attempt, retries = assignment.variant, "primary", 1, 0
+        variant, reason, attempt, retries, upstream_retries = assignment.variant, "primary", 1, 0, 0
         while True:
             headers["x-sluicegate-variant"] = variant
             record = _new_record(gateway, request_id, attempt, reason, endpoint, route_name, variant,
@@ -80,12 +81,19 @@ async def serve_inference(request: Request, endpoint: str) -> Response:
             except UpstreamError as exc:
                 _finish_failed(record, exc)
                 gateway.recorder.submit(record)
+                delay = _retry_delay(gateway, record.provider, exc, upstream_retries, deadline)
+                if delay is not None:  # the same upstream again, after the wait it asked for
+                    log.info("upstream_retry", request_id=request_id, provider=exc.provider, variant=variant,
+                             delay_s=round(delay, 3), error=exc.message)
+                    await asyncio.sleep(delay)
+                    reason, attempt, upstream_retries = "retry", attempt + 1, upstream_retries + 1
+                    continue
                 following = plan.after_upstream_error() if plan is not None and _worth_another_try(exc) else None
                 if following is None:
                     raise
                 log.warning("upstream_failed_trying_next", request_id=request_id, provider=exc.provider,
                             variant=variant, next=following, error=exc.message)
-                variant, reason, attempt = following, "fallback", attempt + 1
+                variant, reason, attempt, upstream_retries = following, "fallback", attempt + 1, 0
                 continue
             _finish_reply(gateway, record, reply, clock)
             failures = guards.run(upstream_body, record.response) if guards is not None else []
@@ -198,6 +206,19 @@ async def _bounded(call: Any, timeout: float | None, provider: str) -> Any:
     except TimeoutError:
         raise UpstreamTimeout(f"upstream '{provider}' did not answer within the route's deadline "
                               f"({timeout:.1f}s left)", provider=provider) from None
+
+
+def _retry_delay(gateway: Gateway, provider: str, exc: UpstreamError, done: int,
+                 deadline: float | None) -> float | None:
+    """Seconds to wait before retrying the same upstream, or None: not safe, no retries left, or
+    the wait would pass the route's deadline."""
+    config = gateway.policy.providers[provider].retry
+    if done >= config.max_retries or not safe_to_retry(exc):
+        return None
+    delay = retry_delay(exc, done, base_s=config.base_delay_ms / 1000, max_s=config.max_delay_ms / 1000)
+    if deadline is not None and time.perf_counter() + delay >= deadline:
+        return None
+    return delay
 
 
 def _worth_another_try(exc: UpstreamError) -> bool:
