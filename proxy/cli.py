@@ -111,8 +111,12 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         return 1
 
     async def run() -> int:
-        providers = {name: build_provider(name, config) for name, config in policy.providers.items()
-                     if config.kind == "openai"}
+        providers = {}
+        for name, config in policy.providers.items():
+            try:
+                providers[name] = build_provider(name, config)
+            except NotImplementedError as exc:  # only a judge on that provider would need it
+                print(f"worker: provider '{name}' skipped: {exc}", file=sys.stderr)
         store = open_store(_store_url(args.store))
         await store.open()
         budget = JudgeBudget(policy.budgets.judge_usd_per_day, spent_today=await judge_spent_today(store))

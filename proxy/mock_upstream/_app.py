@@ -1,4 +1,5 @@
-"""Routes of the mock upstream: the OpenAI endpoints, faults applied around them, and the `/_mock` control API."""
+"""Routes of the mock upstream: the OpenAI endpoints, Anthropic's `/v1/messages` (`_anthropic.py`), faults applied
+around them, and the `/_mock` control API."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from proxy.mock_upstream._anthropic import messages_endpoint
 from proxy.mock_upstream._answer import BadRequest, chat_answer, completion_answers
 from proxy.mock_upstream._behaviour import Behaviour, HeaderError, header_overrides
 from proxy.mock_upstream._config import MockConfig, MockModel
@@ -27,7 +29,7 @@ from proxy.mock_upstream._faults import (
     quiet_injected_resets,
     wait_for_disconnect,
 )
-from proxy.mock_upstream._shapes import Meta, chat_completion, model_object, text_completion
+from proxy.mock_upstream._shapes import Meta, chat_completion, error_body, model_object, text_completion
 from proxy.mock_upstream._state import MockState
 from proxy.mock_upstream._stream import GARBAGE_EVENT, chat_events, completion_events, paced
 
@@ -35,6 +37,16 @@ __all__ = ["create_app"]
 
 _JSON = "application/json"
 _SSE = "text/event-stream"
+# fault `error_event_mid_stream` in the OpenAI mode: the error chunk OpenAI sends when a stream fails
+_ERROR_EVENT = b"data: " + error_body("The server had an error while processing your request. "
+                                      "(mock fault error_event_mid_stream)", "server_error") + b"\n\n"
+
+
+def _openai_fault(fault: str, stream: bool) -> str:
+    """The Anthropic-flavoured faults as the OpenAI mode plays them (an overload is a 503 there)."""
+    if fault == "overloaded" or (fault == "error_event_mid_stream" and not stream):
+        return "http_503"
+    return fault
 
 
 def _json(doc: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -64,6 +76,9 @@ class _Handlers:
 
     async def embeddings(self, request: Request) -> Response:
         return await self._generate(request, "embedding")
+
+    async def messages(self, request: Request) -> Response:  # Anthropic Messages mode (_anthropic.py)
+        return await messages_endpoint(self.state, request)
 
     async def _generate(self, request: Request, kind: str) -> Response:
         state = self.state
@@ -98,7 +113,7 @@ class _Handlers:
             await wait_for_disconnect(request)
         if b.latency_ms > 0:
             await asyncio.sleep(b.latency_ms / 1000)
-        failed = http_fault(fault, b.retry_after)
+        failed = http_fault(_openai_fault(fault, kind != "embedding" and body.get("stream") is True), b.retry_after)
         if failed is not None:
             return failed
 
@@ -145,6 +160,8 @@ class _Handlers:
         cut_after: int | None = None
         if fault == "reset_mid_stream":
             cut_after = min(max(2, len(events) // 2), len(events) - 1)
+        elif fault == "error_event_mid_stream":
+            events = [*events[: min(max(2, len(events) // 2), len(events) - 1)], _ERROR_EVENT]
         elif fault in ("malformed_sse", "malformed_json"):
             events = list(events)
             events.insert(max(1, len(events) // 2), GARBAGE_EVENT)
@@ -237,6 +254,7 @@ def create_app(config: MockConfig | None = None) -> Starlette:
         Route("/v1/chat/completions", h.chat_completions, methods=["POST"]),
         Route("/v1/completions", h.completions, methods=["POST"]),
         Route("/v1/embeddings", h.embeddings, methods=["POST"]),
+        Route("/v1/messages", h.messages, methods=["POST"]),
         Route("/_mock/requests", h.get_requests, methods=["GET"]),
         Route("/_mock/requests", h.clear_requests, methods=["DELETE"]),
         Route("/_mock/models", h.list_mock_models, methods=["GET"]),

@@ -48,6 +48,8 @@ FaultName = Literal[
     "reset_mid_stream",
     "malformed_json",
     "malformed_sse",
+    "overloaded",  # Anthropic's 529 overloaded_error (a 503 in the OpenAI mode)
+    "error_event_mid_stream",  # a stream that stops with an error event (non-streamed: as `overloaded`)
 ]
 ToolCallFault = Literal["none", "invented_param", "missing_required", "wrong_type", "unknown_tool", "bad_json"]
 JsonFault = Literal["none", "invalid_json", "schema_violation", "fenced"]

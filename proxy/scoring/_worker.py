@@ -44,7 +44,10 @@ def build_scorers(policy: Any, providers: Mapping[str, Any], budget: JudgeBudget
             out[name] = RuleCheck(config)
         elif config.kind == "llm_judge":
             judge = policy.models[config.model]
-            out[name] = LLMJudge(config, judge, providers[judge.provider], budget=budget)
+            adapter = providers.get(judge.provider)
+            if adapter is None:
+                raise ValueError(f"scorer '{name}': the judge's provider '{judge.provider}' has no adapter here")
+            out[name] = LLMJudge(config, judge, adapter, budget=budget)
     return out
 
 
