@@ -47,17 +47,23 @@ same request.
 
 Faults (`fault` in the model's config, or the `x-mock-fault` header), mapped onto Anthropic's API:
 
-| fault                    | non-streaming                                   | streaming                      |
-|--------------------------|-------------------------------------------------|--------------------------------|
-| `http_429`               | 429 `rate_limit_error`, `retry-after` (+ `anthropic-ratelimit-requests-*`) | same |
-| `http_500`               | 500 `api_error`                                 | same                           |
-| `http_503`, `overloaded` | 529 `overloaded_error`                          | same                           |
-| `http_400`               | 400 `invalid_request_error`                     | same                           |
-| `error_event_mid_stream` | 529 `overloaded_error`                          | 200, half the events, then `event: error` with `{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}` and the stream ends |
-| `timeout`                | no answer until the client gives up (at most 300 s)                ||
-| `reset`                  | headers, half the body, connection cut          | same                           |
-| `reset_mid_stream`       | as `reset`                                      | half the events, then cut      |
-| `malformed_json`, `malformed_sse` | 200 with the JSON body cut in half     | one garbage (non-JSON) event in the middle |
+- `http_429`: 429 `rate_limit_error` with `retry-after` (whole seconds, rounded up from the model's
+  `retry_after`) and `anthropic-ratelimit-requests-{limit,remaining,reset}` headers;
+- `http_500`: 500 `api_error`;
+- `http_503` and `overloaded`: 529 `overloaded_error` (Anthropic's "overloaded");
+- `http_400`: 400 `invalid_request_error`;
+- `error_event_mid_stream`: a stream sends 200 and half its events, then
+  `event: error` / `{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}`
+  and ends (no `message_delta` / `message_stop`); a non-streamed request gets the 529 instead;
+- `timeout`: no answer until the client goes away (at most 300 s);
+- `reset`: the headers, half the body (JSON or events), then the connection is cut;
+- `reset_mid_stream`: a stream sends half its events and is cut (non-streamed: as `reset`);
+- `malformed_json` / `malformed_sse`: non-streamed, 200 with the JSON body cut in half; streamed, one
+  garbage (non-JSON) event in the middle of an otherwise complete stream.
+
+The OpenAI endpoints play the two Anthropic-flavoured faults as a 503 (`overloaded`, and
+`error_event_mid_stream` without a stream) and as a `data: {"error": {...}}` chunk ending a
+half-sent stream (`error_event_mid_stream`).
 """
 
 from __future__ import annotations
