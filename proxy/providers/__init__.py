@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import httpx
 
+from proxy.providers._anthropic import AnthropicAdapter
 from proxy.providers._base import ENDPOINT_PATHS, ProviderAdapter, UpstreamCall, UpstreamReply, UpstreamStream
 from proxy.providers._openai import AzureOpenAIAdapter, OpenAIAdapter
 from proxy.providers._sse import SSESplitter, event_data
 
 __all__ = [
     "ENDPOINT_PATHS",
+    "AnthropicAdapter",
     "AzureOpenAIAdapter",
     "OpenAIAdapter",
     "ProviderAdapter",
@@ -25,8 +27,8 @@ __all__ = [
 def build_provider(name: str, config: object, transport: httpx.AsyncBaseTransport | None = None) -> ProviderAdapter:
     """An adapter for one `providers:` entry. `transport` replaces the network (tests)."""
     kind = getattr(config, "kind")
-    if kind not in ("openai", "azure"):
-        raise NotImplementedError(f"provider '{name}': kind '{kind}' has no adapter yet (supported: openai, azure)")
+    if kind not in ("openai", "azure", "anthropic"):
+        raise NotImplementedError(f"provider '{name}': kind '{kind}' has no adapter")
     api_key = getattr(config, "api_key", None)
     common = dict(
         base_url=getattr(config, "base_url") or "https://api.openai.com/v1",
@@ -39,4 +41,8 @@ def build_provider(name: str, config: object, transport: httpx.AsyncBaseTranspor
     )
     if kind == "azure":
         return AzureOpenAIAdapter(name, api_version=getattr(config, "api_version", None), **common)
+    if kind == "anthropic":
+        if not getattr(config, "base_url", None):
+            common["base_url"] = "https://api.anthropic.com"
+        return AnthropicAdapter(name, **common)
     return OpenAIAdapter(name, **common)

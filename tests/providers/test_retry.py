@@ -104,3 +104,12 @@ async def test_no_retries_configured_means_one_attempt(tmp_path) -> None:
         r = await client.post("/v1/chat/completions", json={"model": "bot", "messages": [{"role": "user", "content": "x"}]})
         rows = await records(gw)
     assert r.status_code == 502 and len(rows) == 1  # an upstream 5xx is a 502 naming the upstream
+
+
+async def test_no_retry_after_the_first_streamed_byte(tmp_path) -> None:
+    async with gateway(tmp_path, MockModel(fault="error_event_mid_stream", chunks=6)) as (client, gw):
+        r = await client.post("/v1/chat/completions", json={
+            "model": "bot", "stream": True, "messages": [{"role": "user", "content": "x"}]})
+        rows = await records(gw)
+    assert r.status_code == 200 and '"error"' in r.text  # the client got the start of the answer, then the error
+    assert len(rows) == 1 and rows[0]["outcome"] == "stream_cut"  # and nothing was retried
