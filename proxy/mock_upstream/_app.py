@@ -77,6 +77,18 @@ class _Handlers:
     async def embeddings(self, request: Request) -> Response:
         return await self._generate(request, "embedding")
 
+    async def azure(self, request: Request) -> Response:
+        """Azure OpenAI's deployment URLs: `api-version` and an `api-key` header are required; the
+        rest is the OpenAI mode (the body's `model` names the deployment)."""
+        if not request.query_params.get("api-version"):
+            return _bad_request("Missing required query parameter 'api-version'. (mock upstream, Azure mode)",
+                                "api-version")
+        if not request.headers.get("api-key"):
+            return error_response(401, "Access denied due to missing subscription key. (mock upstream, Azure mode)",
+                                  "invalid_request_error", code="401")
+        kind = {"chat/completions": "chat", "completions": "completion", "embeddings": "embedding"}
+        return await self._generate(request, kind[request.path_params["operation"]])
+
     async def messages(self, request: Request) -> Response:  # Anthropic Messages mode (_anthropic.py)
         return await messages_endpoint(self.state, request)
 
@@ -255,6 +267,7 @@ def create_app(config: MockConfig | None = None) -> Starlette:
         Route("/v1/completions", h.completions, methods=["POST"]),
         Route("/v1/embeddings", h.embeddings, methods=["POST"]),
         Route("/v1/messages", h.messages, methods=["POST"]),
+        Route("/openai/deployments/{deployment}/{operation:path}", h.azure, methods=["POST"]),
         Route("/_mock/requests", h.get_requests, methods=["GET"]),
         Route("/_mock/requests", h.clear_requests, methods=["DELETE"]),
         Route("/_mock/models", h.list_mock_models, methods=["GET"]),
