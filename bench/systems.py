@@ -40,7 +40,7 @@ MINIMAL_STORE = "none://"
 
 FULL_POLICY = """\
 # Sluicegate everything on: split 90/10 with sticky_by, fallbacks, guards, capture redacted,
-# sampling; recording to SQLite.
+# sampling 10% to a rule scorer run by the in-process scoring worker; recording to SQLite.
 providers:
   mock: {{kind: openai, base_url: "http://127.0.0.1:{port}/v1", api_key: sk-bench-not-a-key}}
 models:
@@ -53,6 +53,9 @@ routes:
     fallbacks: [prod]
 {guards}    capture: redacted
     sampling: {{default: 0.1, rules: [{{tag: sensitive, rate: 1.0}}, {{guard_failed: true, rate: 1.0}}]}}
+    scorers: [no_secrets]
+scorers:
+  no_secrets: {{kind: rule, regex: '(?i)api[_-]?key|BEGIN PRIVATE KEY', pii: true, taxonomy: dangerous_advice}}
 """
 GUARDS = "    guards: [tool_params, json_schema, {max_chars: 4000}]\n" \
          "    on_guard_failure: {tool_params: flag, json_schema: flag}\n"
