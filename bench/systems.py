@@ -55,7 +55,7 @@ routes:
     sampling: {{default: 0.1, rules: [{{tag: sensitive, rate: 1.0}}, {{guard_failed: true, rate: 1.0}}]}}
     scorers: [no_secrets]
 scorers:
-  no_secrets: {{kind: rule, regex: '(?i)api[_-]?key|BEGIN PRIVATE KEY', pii: true, taxonomy: dangerous_advice}}
+  no_secrets: {{kind: rule, regex: '(?i)api[_-]?key|BEGIN PRIVATE KEY', pii: true, taxonomy: forbidden_content}}
 """
 GUARDS = "    guards: [tool_params, json_schema, {max_chars: 4000}]\n" \
          "    on_guard_failure: {tool_params: flag, json_schema: flag}\n"

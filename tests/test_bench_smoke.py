@@ -50,3 +50,16 @@ def test_bench_quick_runs(tmp_path: Path) -> None:
     assert recorder["sustained"]["written"] == recorder["sustained"]["submitted"] > 0
     assert recorder["maximum"]["written"] > 0 and recorder["baseline_loop_lag_ms"]["p99"] is not None
     assert any(row["target"].startswith("recorder") for row in report["summary"])
+
+
+def test_the_benchmarks_policies_pass_check() -> None:
+    """The full run's systems start only if `sluicegate check` takes their policies: catch it here,
+    not ten minutes into a benchmark."""
+    from bench.systems import FULL_POLICY, GUARDS, MINIMAL_POLICY
+    from proxy.config import parse_policy
+
+    for text in (FULL_POLICY.format(port=9, guards=GUARDS), FULL_POLICY.format(port=9, guards=""),
+                 MINIMAL_POLICY.format(port=9)):
+        policy = parse_policy(text)
+        assert policy.routes["bench"]
+    assert parse_policy(FULL_POLICY.format(port=9, guards=GUARDS)).routes["bench"].scorers == ["no_secrets"]

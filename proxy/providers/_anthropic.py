@@ -4,7 +4,7 @@ The request is translated (`_anthropic_translate.to_anthropic`: a parameter with
 equivalent is a 400 naming it, never a silent drop of meaning), sent to `/v1/messages` through the
 same HTTP slot as every adapter, and the answer translated back to an OpenAI `chat.completion`, or
 the event stream to `chat.completion.chunk` events, with a final usage chunk and `[DONE]`.
-Anthropic errors become OpenAI's error shape with the upstream status (529 overloaded -> 503).
+Anthropic errors become OpenAI's error shape; the record keeps the upstream status (529 included).
 """
 
 from __future__ import annotations
@@ -95,11 +95,13 @@ class AnthropicAdapter:
         return _AnthropicStream(self.name, response, translator)
 
     def _http_error(self, status: int, content: bytes, headers: Mapping[str, str]) -> UpstreamHTTPError:
-        mapped, error = error_to_openai(status, content)
+        # the record keeps Anthropic's own status (529 overloaded stays 529); the client gets OpenAI's
+        # error shape: a 4xx passes through, a 5xx becomes a 502 naming the upstream
+        _, error = error_to_openai(status, content)
         message = str(error.get("error", {}).get("message", ""))[:300]
         return UpstreamHTTPError(
             f"upstream '{self.name}' returned {status}" + (f": {message}" if message else ""),
-            provider=self.name, upstream_status=mapped, body=orjson.dumps(error), content_type="application/json",
+            provider=self.name, upstream_status=status, body=orjson.dumps(error), content_type="application/json",
             headers={k: headers[k] for k in _PASS_HEADERS if k in headers})
 
     async def close(self) -> None:

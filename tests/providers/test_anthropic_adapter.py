@@ -115,7 +115,7 @@ async def test_an_unsupported_parameter_is_a_400_naming_it(tmp_path) -> None:
     assert info.value.status_code == 400 and info.value.body["param"] == "logprobs"
 
 
-async def test_anthropic_overloaded_falls_back_and_is_recorded_as_503(tmp_path) -> None:
+async def test_anthropic_overloaded_falls_back_and_is_recorded_with_its_529(tmp_path) -> None:
     async with running(tmp_path, {"claude-mock": MockModel(fault="overloaded")}) as (client, gw, _):
         answer = await client.chat.completions.create(model="claude-only",
                                                       messages=[{"role": "user", "content": "hi"}])
@@ -123,7 +123,7 @@ async def test_anthropic_overloaded_falls_back_and_is_recorded_as_503(tmp_path) 
         rows = sorted(await gw.store.query_records(), key=lambda r: r["attempt"])
     assert answer.model.startswith("gpt-mock-prod")
     assert [(r["provider"], r["upstream_status"], r["attempt_reason"]) for r in rows] == [
-        ("an", 503, "primary"), ("oa", 200, "fallback")]
+        ("an", 529, "primary"), ("oa", 200, "fallback")]
 
 
 async def test_an_ab_route_across_families_records_both_variants_with_guards(tmp_path) -> None:
