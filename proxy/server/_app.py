@@ -24,6 +24,7 @@ from proxy.server._feedback_api import feedback, feedback_batch
 from proxy.server._gateway import build_providers, compile_routes
 from proxy.server._inference import serve_inference
 from proxy.server._ops import healthz, list_models, readyz
+from proxy.server._reload import Reloader, admin_reload
 from proxy.server._reports_api import reports, route_report
 from proxy.server._review_api import add_review, label_review, next_review
 from proxy.server._review_page import review_page
@@ -74,21 +75,26 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     app.state.gateway = Gateway(policy=policy, routes=compile_routes(policy), providers=providers,
                                 recorder=recorder, store=store, max_body_bytes=policy.server.max_body_bytes,
                                 scoring=scoring)
-    scoring_task = asyncio.create_task(scoring.run(), name="sluicegate-scoring") if scoring is not None else None
+    app.state.scoring_task = (asyncio.create_task(scoring.run(), name="sluicegate-scoring")
+                              if scoring is not None else None)
+    app.state.reloader = Reloader(app)
     log.info("ready", policy=str(policy.source), version=policy.version, routes=sorted(policy.routes),
              store=store.url)
     try:
         yield
     finally:
         log.info("shutting_down")
+        gateway = app.state.gateway  # the current one: a reload may have replaced it
+        scoring_task = app.state.scoring_task
         if scoring_task is not None:
             scoring_task.cancel()
             await asyncio.gather(scoring_task, return_exceptions=True)
             # the in-process queue is not durable: what was not scored is counted here (use
             # `--scoring external` and `sluicegate worker` when every sampled answer must be scored)
-            log.info("scoring_stopped", **scoring.stats())
+            log.info("scoring_stopped", **gateway.scoring.stats())
         await recorder.stop()
-        for adapter in providers.values():
+        await app.state.reloader.close_pending()
+        for adapter in gateway.providers.values():
             await adapter.close()
         await store.close()
         log.info("stopped", recorder=recorder.stats())
@@ -144,6 +150,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/review", review_page, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/admin/reload", admin_reload, methods=["POST"]),
     ]
     app = Starlette(
         routes=routes,

@@ -42,6 +42,7 @@ async def readyz(request: Request) -> Response:
         "store": {"url": gateway.store.url, "writable": recorder.get("store_healthy", True)},
         "recorder": recorder,
         "scoring": gateway.scoring.stats() if gateway.scoring is not None else None,
+        "reload": getattr(getattr(request.app.state, "reloader", None), "last", None),
     }
     return _json(body)
 

@@ -42,4 +42,20 @@ def run_servers(configs: Sequence[uvicorn.Config]) -> None:
 
 
 async def _serve_all(servers: Sequence[uvicorn.Server]) -> None:
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, _reload_all, servers)
     await asyncio.gather(*(server.serve() for server in servers))
+
+
+def _reload_all(servers: Sequence[uvicorn.Server]) -> None:
+    """SIGHUP: reload the policy of every app that can (a refusal is logged and kept in /readyz)."""
+    for server in servers:
+        reloader = getattr(getattr(server.config.app, "state", None), "reloader", None)
+        if reloader is not None:
+            task = asyncio.ensure_future(reloader.reload())
+            task.add_done_callback(_quiet)
+
+
+def _quiet(task: asyncio.Future) -> None:
+    if not task.cancelled():
+        task.exception()  # a refusal is already logged by the reloader
