@@ -92,6 +92,8 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
             # the in-process queue is not durable: what was not scored is counted here (use
             # `--scoring external` and `sluicegate worker` when every sampled answer must be scored)
             log.info("scoring_stopped", **gateway.scoring.stats())
+        await gateway.shadows.drain(timeout=5.0)
+        log.info("shadows_stopped", **gateway.shadows.stats())
         await recorder.stop()
         await app.state.reloader.close_pending()
         for adapter in gateway.providers.values():

@@ -104,6 +104,8 @@ def _used_providers(policy: Any) -> set[str]:
     used = set()
     for route in policy.routes.values():
         names = set(_weights("", route)) | set(route.fallbacks)
+        if route.shadow is not None:
+            names.add(route.shadow.model)
         used.update(policy.models[n].provider for n in names if n in policy.models)
     if policy.passthrough is not None:
         used.add(policy.passthrough.provider)

@@ -72,6 +72,8 @@ async def serve_inference(request: Request, endpoint: str) -> Response:
                     record.first_byte_at = upstream.first_byte_at
                     record.served = True
                     headers["x-sluicegate-guards"] = "deferred" if guards is not None else "pass"
+                    if route is not None:
+                        gateway.shadows.maybe_send(gateway, route, record, upstream_body)
                     return RelayResponse(gateway, guards, upstream, record, drop_usage_chunk, headers, clock)
                 if stream:
                     reply = await _bounded(buffer_stream(provider, call, record, drop_usage_chunk, clock),
@@ -112,6 +114,8 @@ async def serve_inference(request: Request, endpoint: str) -> Response:
                 gateway.recorder.submit(record)
                 raise GuardBlocked(failures)
             gateway.served(record)
+            if route is not None:
+                gateway.shadows.maybe_send(gateway, route, record, upstream_body)
             access_log(request_id, route_name, variant, reply.status, clock, attempt)
             media_type = "text/event-stream" if stream else "application/json"
             return Response(reply.content, status_code=reply.status, headers=headers, media_type=media_type)

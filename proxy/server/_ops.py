@@ -43,6 +43,7 @@ async def readyz(request: Request) -> Response:
         "recorder": recorder,
         "scoring": gateway.scoring.stats() if gateway.scoring is not None else None,
         "reload": getattr(getattr(request.app.state, "reloader", None), "last", None),
+        "shadows": gateway.shadows.stats(),
     }
     return _json(body)
 

@@ -8,6 +8,7 @@ from typing import Any
 from proxy.feedback import RecentIds
 from proxy.providers import ProviderAdapter
 from proxy.server._gateway import CompiledRoute
+from proxy.server._shadow import Shadows
 
 __all__ = ["Gateway"]
 
@@ -22,6 +23,7 @@ class Gateway:
     max_body_bytes: int
     recent: RecentIds = dataclasses.field(default_factory=RecentIds)  # ids feedback may refer to
     scoring: Any = None  # proxy.scoring.Scoring when a route has scorers
+    shadows: Shadows = dataclasses.field(default_factory=Shadows)  # background shadow calls
 
     def served(self, record: Any) -> None:
         """Hand over the record of an answer the client got: to the recorder, then to sampling."""
