@@ -76,6 +76,13 @@ class _Checker:
         self.ref((*at, "model"), route.get("model"), "models", "model")
         for i, name in _items(route.get("fallbacks")):
             self.ref((*at, "fallbacks", i), name, "models", "model")
+        for i, entry in _items(route.get("when")):
+            if not isinstance(entry, dict):
+                continue
+            self.ref((*at, "when", i, "model"), entry.get("model"), "models", "model")
+            if isinstance(entry.get("split"), dict):
+                for key in entry["split"]:
+                    self.ref((*at, "when", i, "split", key), str(key), "models", "model", at="key")
         shadow = route.get("shadow")
         if isinstance(shadow, dict):
             self.ref((*at, "shadow", "model"), shadow.get("model"), "models", "model")

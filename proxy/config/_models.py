@@ -305,6 +305,36 @@ def _guard(value: str | dict[str, Any]) -> str | dict[str, Any]:
     return value
 
 
+class RouteMatch(_Model):
+    """Conditions on a request; all given must hold."""
+
+    tag: str | None = None  # in x-sluicegate-tags / metadata tags
+    header: dict[str, str] | None = None  # every header equal (names case-insensitive)
+    metadata: dict[str, str] | None = None  # every key of the app's metadata equal (as strings)
+
+    @model_validator(mode="after")
+    def _has_condition(self) -> RouteMatch:
+        if self.tag is None and not self.header and not self.metadata:
+            raise ValueError("a match needs at least one of tag, header, metadata")
+        return self
+
+
+class ConditionalTarget(_Model):
+    """`when:` entry: requests that match are served by `model` or `split` instead of the route's own."""
+
+    match: RouteMatch
+    model: str | None = None
+    split: dict[str, Annotated[float, Field(ge=0)]] | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ConditionalTarget:
+        if (self.model is None) == (self.split is None):
+            raise ValueError("a `when` entry needs exactly one of model, split")
+        if self.split is not None and abs(sum(self.split.values()) - 100) > 1e-6:
+            raise ValueError(f"weights sum to {_fmt(sum(self.split.values()))}; they must sum to 100")
+        return self
+
+
 class Route(_Named):
     """How requests for one `model` name are served. Exactly one of split, model, canary."""
 
@@ -326,6 +356,7 @@ class Route(_Named):
     timeout: float | None = Field(None, gt=0)  # overall upstream deadline, seconds
     stream_guard: Literal["flag", "buffer"] = "flag"
     max_retries: int = Field(1, ge=0)
+    when: list[ConditionalTarget] = Field(default_factory=list)  # first match wins, before the split
 
     _variants: tuple[str, ...] = PrivateAttr(default=())
     _guard_names: tuple[str, ...] = PrivateAttr(default=())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -33,6 +33,15 @@ class CompiledRoute:
     actions: Mapping[str, str] = dataclasses.field(default_factory=dict)  # guard or severity -> action
     max_retries: int = 1
     buffer_streams: bool = False
+    conditions: tuple[tuple[Any, Splitter], ...] = ()  # (RouteMatch, splitter): first match wins
+
+    def splitter_for(self, headers: Mapping[str, str], tags: Sequence[str],
+                     metadata: Mapping[str, Any] | None) -> Splitter:
+        """The `when:` entry's splitter for the first condition the request meets, else the route's."""
+        for match, splitter in self.conditions:
+            if _matches(match, headers, tags, metadata):
+                return splitter
+        return self.splitter
 
     def plan(self, variant: str) -> AttemptPlan:
         return AttemptPlan(variant, tuple(self.config.variants), self.fallbacks)
@@ -79,6 +88,21 @@ def effective_taxonomy(policy: Any) -> dict[str, str]:
     return {**DEFAULT_TAXONOMY, **{name: entry.severity for name, entry in policy.taxonomy.items()}}
 
 
+def _matches(match: Any, headers: Mapping[str, str], tags: Sequence[str], metadata: Mapping[str, Any] | None) -> bool:
+    if match.tag is not None and match.tag not in tags:
+        return False
+    if match.header and any(headers.get(name) != value for name, value in match.header.items()):
+        return False
+    if match.metadata and any(str((metadata or {}).get(k)) != v for k, v in match.metadata.items()):
+        return False
+    return True
+
+
+def _conditions(name: str, route: Any) -> tuple[tuple[Any, Splitter], ...]:
+    salt = route.salt or name  # the same buckets as the route's own split: a user keeps a stable place
+    return tuple((entry.match, Splitter(salt, entry.split or {entry.model: 100.0})) for entry in route.when)
+
+
 def compile_routes(policy: Any) -> dict[str, CompiledRoute]:
     taxonomy = effective_taxonomy(policy)
     compiled = {}
@@ -96,6 +120,7 @@ def compile_routes(policy: Any) -> dict[str, CompiledRoute]:
             actions=dict(route.on_guard_failure),
             max_retries=route.max_retries,
             buffer_streams=route.stream_guard == "buffer",
+            conditions=_conditions(name, route),
         )
     return compiled
 
@@ -106,6 +131,8 @@ def _used_providers(policy: Any) -> set[str]:
         names = set(_weights("", route)) | set(route.fallbacks)
         if route.shadow is not None:
             names.add(route.shadow.model)
+        for entry in route.when:
+            names.update(entry.split or {entry.model: 100})
         used.update(policy.models[n].provider for n in names if n in policy.models)
     if policy.passthrough is not None:
         used.add(policy.passthrough.provider)

@@ -47,7 +47,7 @@ async def serve_inference(request: Request, endpoint: str) -> Response:
         raw, body = await read_json_body(request, gateway.max_body_bytes)
         check_fields(endpoint, body)
         meta = read_meta(request.headers, body)
-        route, assignment = _route(gateway, request, body)
+        route, assignment = _route(gateway, request, body, meta)
         gateway.recent.add(request_id, meta.episode_id)
         route_name = route.name if route is not None else body["model"]
         headers["x-sluicegate-route"] = route_name
@@ -125,12 +125,15 @@ async def serve_inference(request: Request, endpoint: str) -> Response:
         return error_response(exc, headers)
 
 
-def _route(gateway: Gateway, request: Request, body: dict[str, Any]) -> tuple[CompiledRoute | None, Assignment]:
+def _route(gateway: Gateway, request: Request, body: dict[str, Any],
+           meta: RequestMeta) -> tuple[CompiledRoute | None, Assignment]:
     model = body["model"]
     route = gateway.routes.get(model)
     if route is not None:
         key = sticky_key(route.sticky, request.headers, body, body.get("metadata") or {})
-        return route, route.splitter.assign(key)
+        splitter = route.splitter_for(request.headers, meta.tags, meta.app_metadata) if route.conditions \
+            else route.splitter
+        return route, splitter.assign(key)
     if gateway.policy.passthrough is not None:
         return None, Assignment(PASSTHROUGH_VARIANT, -1, False)
     known = ", ".join(sorted(gateway.routes)) or "none"
