@@ -38,8 +38,9 @@ import orjson
 from proxy.records import Record, Recorder, new_id, open_store
 
 
-def make_record(i: int) -> Record:
-    """tests/records/bench_records.py `make_record`, with the capture mode of everything-on."""
+def make_record(i: int, capture: str = "redacted") -> Record:
+    """A realistic ~2 KB record (a chat request and answer); capture as everything-on's by default.
+    tests/records/bench_records.py uses it too, in `full` capture."""
     return Record(
         id=new_id(), request_id=new_id(), attempt=1, attempt_reason="primary", endpoint="chat.completions",
         route="support-bot", variant="prod", provider="openai", model_requested="gpt-4o-2024-08-06",
@@ -51,7 +52,7 @@ def make_record(i: int) -> Record:
             "role": "assistant", "content": "Go to settings and click reset. " * 8}}],
             "usage": {"prompt_tokens": 120, "completion_tokens": 60, "total_tokens": 180}},
         request_hash="ab" * 32, status=200, usage={"prompt_tokens": 120, "completion_tokens": 60, "total_tokens": 180},
-        latency_ms=123.4, served=True, model_served="gpt-4o-2024-08-06", capture="redacted")
+        latency_ms=123.4, served=True, model_served="gpt-4o-2024-08-06", capture=capture)
 
 
 def pct(values: list[float], q: float) -> float | None:

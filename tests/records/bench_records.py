@@ -26,18 +26,9 @@ from proxy.records import Record, Recorder, new_id, open_store, redact_text
 
 def make_record(i: int) -> Record:
     """A realistic ~2 KB record: a chat request and answer in full capture."""
-    return Record(
-        id=new_id(), request_id=new_id(), attempt=1, attempt_reason="primary", endpoint="chat.completions",
-        route="support-bot", variant="prod", provider="openai", model_requested="gpt-4o-2024-08-06",
-        started_at=time.time(), params={"temperature": 0, "tool_names": ["lookup"]},
-        request={"model": "support-bot", "messages": [
-            {"role": "system", "content": "You are a helpful support assistant. " * 10},
-            {"role": "user", "content": f"Question number {i}: how do I reset my password?"}]},
-        response={"id": "chatcmpl-1", "choices": [{"index": 0, "finish_reason": "stop", "message": {
-            "role": "assistant", "content": "Go to settings and click reset. " * 8}}],
-            "usage": {"prompt_tokens": 120, "completion_tokens": 60, "total_tokens": 180}},
-        request_hash="ab" * 32, status=200, usage={"prompt_tokens": 120, "completion_tokens": 60, "total_tokens": 180},
-        latency_ms=123.4, served=True, model_served="gpt-4o-2024-08-06")
+    from bench.recorder import make_record as bench_record
+
+    return bench_record(i, capture="full")
 
 
 def best_of(runs: list[float]) -> str:
