@@ -171,6 +171,57 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_canary(args: argparse.Namespace) -> int:
+    from proxy.canary import next_stage
+    from proxy.canary._state import decision_rows, history, read_stages, stage_of
+    from proxy.records import open_store
+
+    policy = _load_policy(args.policy)
+    if policy is None:
+        return 1
+    route = policy.routes.get(args.route)
+    if route is None or route.canary is None:
+        canaries = sorted(n for n, r in policy.routes.items() if r.canary is not None) or ["none"]
+        print(f"no canary route '{args.route}' in {args.policy}; its canary routes: {', '.join(canaries)}",
+              file=sys.stderr)
+        return 2
+    if args.action != "status" and not args.reason:
+        print(f"canary {args.action} needs --reason (it is recorded with the decision)", file=sys.stderr)
+        return 2
+
+    async def run() -> int:
+        store = open_store(_store_url(args.store))
+        await store.open()
+        try:
+            stored = (await read_stages(store)).get(args.route)
+            stage, status = stage_of(route.canary, stored), stored[1] if stored else "running"
+            if args.action == "status":
+                print(f"{args.route}: {route.canary.candidate} at {stage:g}% (baseline {route.canary.baseline}), "
+                      f"status {status}; stages {[float(x) for x in route.canary.stages]}")
+                for d in await history(store, args.route):
+                    when = datetime.fromtimestamp(d["at"]).isoformat(timespec="seconds")
+                    print(f"  {when}  {d['action']:<9} {d['from_stage']:g}% -> {d['to_stage']:g}%  "
+                          f"[{d['rule']}, {d['actor']}] {d['reason']}")
+                return 0
+            if args.action == "promote":
+                to = next_stage(route.canary.stages, stage)
+                to_stage, new_status = (100.0, "promoted") if to is None or to >= 100 else (float(to), status)
+            elif args.action == "rollback":
+                to_stage, new_status = 0.0, "rolled_back"
+            else:  # pause | resume: the stage stays, the controller stops or starts deciding
+                to_stage, new_status = stage, "paused" if args.action == "pause" else "running"
+            await store.write_records(decision_rows(
+                args.route, action=args.action, from_stage=stage, to_stage=to_stage, status=new_status,
+                rule="manual", reason=args.reason, actor=os.environ.get("USER") or "operator"))
+            print(f"{args.route}: {args.action}: {stage:g}% -> {to_stage:g}%, status {new_status} "
+                  f"(serving processes pick it up within a few seconds)")
+            return 0
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from proxy.records import open_store
 
@@ -282,6 +333,14 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--batch", type=int, default=200, help="records read per batch")
     worker.add_argument("--once", action="store_true", help="score what is recorded now, then exit")
     worker.set_defaults(func=_cmd_worker)
+
+    canary = commands.add_parser("canary", help="a canary route's stage and decisions; manual promote / rollback")
+    canary.add_argument("action", choices=("status", "promote", "rollback", "pause", "resume"))
+    canary.add_argument("route")
+    canary.add_argument("--policy", required=True, help="policy YAML file")
+    canary.add_argument("--store", help=f"store URL (default: $SLUICEGATE_STORE or {DEFAULT_STORE})")
+    canary.add_argument("--reason", help="why (required except for status; recorded with the decision)")
+    canary.set_defaults(func=_cmd_canary)
 
     calib = commands.add_parser("calibrate", help="agreement of each LLM judge with human labels, and trust")
     calib.add_argument("--policy", required=True, help="policy YAML file (the judges and their trust_after)")

@@ -75,7 +75,7 @@ class RecordStore(Protocol):
 
 # --- SQLite --------------------------------------------------------------------------------------
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 READ_LANES = 2  # parallel read connections (a 2-core machine runs two report queries at once)
 
 # Columns copied out of the row (for filtering and indexes); the whole row is in `data`.
@@ -218,6 +218,16 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         # where each `sluicegate worker` is in `records` (by rowid); written with its scores
         "CREATE TABLE IF NOT EXISTS scoring_cursors (id TEXT PRIMARY KEY, value INTEGER NOT NULL, updated_at REAL)",
     ),
+    6: (
+        # canary routes: the current stage every serving process reads, and every decision taken
+        """CREATE TABLE IF NOT EXISTS canary_state (
+            route TEXT PRIMARY KEY, stage REAL NOT NULL, status TEXT NOT NULL, updated_at REAL NOT NULL,
+            reason TEXT)""",
+        """CREATE TABLE IF NOT EXISTS canary_decisions (
+            id TEXT PRIMARY KEY, route TEXT NOT NULL, at REAL NOT NULL, action TEXT NOT NULL,
+            from_stage REAL, to_stage REAL, rule TEXT, reason TEXT, figures TEXT, actor TEXT)""",
+        "CREATE INDEX IF NOT EXISTS canary_decisions_route ON canary_decisions (route, at)",
+    ),
 }
 assert max(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -265,6 +275,20 @@ def _is_review(row: Any) -> bool:
 
 def _is_cursor(row: Any) -> bool:
     return isinstance(row, Mapping) and row.get("row") == "cursor"
+
+
+_CANARY_STATE_COLUMNS = ("route", "stage", "status", "updated_at", "reason")
+_CANARY_DECISION_COLUMNS = ("id", "route", "at", "action", "from_stage", "to_stage", "rule", "reason", "figures",
+                            "actor")
+
+
+def _is_canary(row: Any, kind: str) -> bool:
+    return isinstance(row, Mapping) and row.get("row") == kind
+
+
+def _canary_params(row: Mapping[str, Any], columns: tuple[str, ...]) -> list[Any]:
+    return [orjson.dumps(row[c]).decode() if c == "figures" and row.get(c) is not None else row.get(c)
+            for c in columns]
 
 
 def _is_outcome(row: Any) -> bool:
@@ -453,9 +477,12 @@ class SQLiteStore:
         scores = [_score_params(r) for r in rows if _is_score(r)]
         reviews = [[r.get(k) for k in _REVIEW_COLUMNS] for r in rows if _is_review(r)]
         cursors = [[r["id"], r["value"], r.get("updated_at")] for r in rows if _is_cursor(r)]
+        states = [_canary_params(r, _CANARY_STATE_COLUMNS) for r in rows if _is_canary(r, "canary_state")]
+        decisions = [_canary_params(r, _CANARY_DECISION_COLUMNS) for r in rows if _is_canary(r, "canary_decision")]
         params = [_row_params(r) for r in rows
-                  if not (_is_outcome(r) or _is_score(r) or _is_review(r) or _is_cursor(r))]
-        if not params and not outcomes and not scores and not reviews and not cursors:
+                  if not (_is_outcome(r) or _is_score(r) or _is_review(r) or _is_cursor(r)
+                          or _is_canary(r, "canary_state") or _is_canary(r, "canary_decision"))]
+        if not (params or outcomes or scores or reviews or cursors or states or decisions):
             return 0
         before = conn.total_changes
         conn.execute("BEGIN IMMEDIATE")
@@ -471,6 +498,12 @@ class SQLiteStore:
             if cursors:
                 conn.executemany("INSERT OR REPLACE INTO scoring_cursors (id, value, updated_at) VALUES (?, ?, ?)",
                                  cursors)
+            if states:
+                conn.executemany(f"INSERT OR REPLACE INTO canary_state ({', '.join(_CANARY_STATE_COLUMNS)}) "
+                                 f"VALUES ({', '.join('?' * len(_CANARY_STATE_COLUMNS))})", states)
+            if decisions:
+                conn.executemany(f"INSERT OR IGNORE INTO canary_decisions ({', '.join(_CANARY_DECISION_COLUMNS)}) "
+                                 f"VALUES ({', '.join('?' * len(_CANARY_DECISION_COLUMNS))})", decisions)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

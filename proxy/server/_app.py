@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from proxy.canary._state import read_stages
 from proxy.config import load_policy
 from proxy.errors import SluicegateError, error_response
 from proxy.logs import flush_logs, get_logger, set_secrets
@@ -78,6 +79,8 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     app.state.scoring_task = (asyncio.create_task(scoring.run(), name="sluicegate-scoring")
                               if scoring is not None else None)
     app.state.reloader = Reloader(app)
+    app.state.canary_task = (asyncio.create_task(_refresh_canary_stages(app), name="sluicegate-canary-stages")
+                             if any(r.canary is not None for r in policy.routes.values()) else None)
     log.info("ready", policy=str(policy.source), version=policy.version, routes=sorted(policy.routes),
              store=store.url)
     try:
@@ -85,6 +88,9 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     finally:
         log.info("shutting_down")
         gateway = app.state.gateway  # the current one: a reload may have replaced it
+        if app.state.canary_task is not None:
+            app.state.canary_task.cancel()
+            await asyncio.gather(app.state.canary_task, return_exceptions=True)
         scoring_task = app.state.scoring_task
         if scoring_task is not None:
             scoring_task.cancel()
@@ -101,6 +107,20 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.close()
         log.info("stopped", recorder=recorder.stats())
         flush_logs()
+
+
+CANARY_REFRESH_S = 2.0
+
+
+async def _refresh_canary_stages(app: Starlette) -> None:
+    """Every few seconds: the canary stages from the store, so every replica routes the same share."""
+    while True:
+        gateway = app.state.gateway
+        try:
+            gateway.canary_stages.update(await read_stages(gateway.store))
+        except Exception as exc:  # noqa: BLE001 - the store is down: keep routing on the last stages
+            log.warning("canary_stages_unread", error=str(exc)[:300])
+        await asyncio.sleep(CANARY_REFRESH_S)
 
 
 async def _judge_spent(store: Any) -> float:

@@ -34,6 +34,17 @@ class CompiledRoute:
     max_retries: int = 1
     buffer_streams: bool = False
     conditions: tuple[tuple[Any, Splitter], ...] = ()  # (RouteMatch, splitter): first match wins
+    stage_splitters: dict[float, Splitter] = dataclasses.field(default_factory=dict)  # canary: stage -> split
+
+    def canary_splitter(self, stage: float) -> Splitter:
+        """The split of a canary at `stage` percent (0: all to the baseline); same hash buckets."""
+        splitter = self.stage_splitters.get(stage)
+        if splitter is None:
+            canary = self.config.canary
+            weights = {canary.baseline: 100.0 - stage, canary.candidate: float(stage)}
+            splitter = Splitter(self.splitter.experiment, {k: v for k, v in weights.items() if v > 0})
+            self.stage_splitters[stage] = splitter
+        return splitter
 
     def splitter_for(self, headers: Mapping[str, str], tags: Sequence[str],
                      metadata: Mapping[str, Any] | None) -> Splitter:

@@ -133,6 +133,10 @@ def _route(gateway: Gateway, request: Request, body: dict[str, Any],
         key = sticky_key(route.sticky, request.headers, body, body.get("metadata") or {})
         splitter = route.splitter_for(request.headers, meta.tags, meta.app_metadata) if route.conditions \
             else route.splitter
+        if splitter is route.splitter and route.config.canary is not None:
+            stored = gateway.canary_stages.get(route.name)
+            if stored is not None:  # the stage the controller (or an operator) set, read from the store
+                splitter = route.canary_splitter(stored[0])
         return route, splitter.assign(key)
     if gateway.policy.passthrough is not None:
         return None, Assignment(PASSTHROUGH_VARIANT, -1, False)

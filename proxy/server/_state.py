@@ -24,6 +24,7 @@ class Gateway:
     recent: RecentIds = dataclasses.field(default_factory=RecentIds)  # ids feedback may refer to
     scoring: Any = None  # proxy.scoring.Scoring when a route has scorers
     shadows: Shadows = dataclasses.field(default_factory=Shadows)  # background shadow calls
+    canary_stages: dict[str, tuple[float, str]] = dataclasses.field(default_factory=dict)  # from the store
 
     def served(self, record: Any) -> None:
         """Hand over the record of an answer the client got: to the recorder, then to sampling."""

@@ -285,3 +285,22 @@ def test_next_stage() -> None:
     assert next_stage(STAGES, 100) is None
     assert next_stage([0.5, 2.5], 0.5) == 2.5
     assert next_stage([], 0) is None
+
+
+async def test_a_decision_and_its_state_are_stored_together_and_read_back(tmp_path) -> None:
+    from proxy.canary._state import decision_rows, history, read_stages
+    from proxy.records import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "c.db")
+    await store.open()
+    try:
+        await store.write_records(decision_rows("bot", action="promote", from_stage=1, to_stage=5, status="running",
+                                                rule="non_inferior", reason="ok", figures={"lower": -0.01}, now=10))
+        await store.write_records(decision_rows("bot", action="rollback", from_stage=5, to_stage=0,
+                                                status="rolled_back", rule="manual", reason="bad", actor="ana", now=20))
+        assert await read_stages(store) == {"bot": (0.0, "rolled_back")}
+        log = await history(store, "bot")
+        assert [(d["action"], d["from_stage"], d["to_stage"], d["actor"]) for d in log] == [
+            ("rollback", 5.0, 0.0, "ana"), ("promote", 1.0, 5.0, "controller")]
+    finally:
+        await store.close()

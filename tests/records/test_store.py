@@ -72,7 +72,8 @@ async def test_fresh_store_creates_schema_with_wal(store: SQLiteStore) -> None:
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert {"records", "outcomes", "schema_version", "scores", "reviews", "scoring_cursors"} <= tables
+        assert {"records", "outcomes", "schema_version", "scores", "reviews", "scoring_cursors", "canary_state",
+                "canary_decisions"} <= tables
         assert conn.execute("SELECT version FROM schema_version").fetchall() == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
         cols = [r[1] for r in conn.execute("PRAGMA table_info(records)")]
         assert cols == ["id", "request_id", "attempt", "served", "started_at", "route", "variant", "experiment",
@@ -95,6 +96,7 @@ async def test_fresh_store_creates_schema_with_wal(store: SQLiteStore) -> None:
             ("level", "metric", "request_id", "received_at", "id", "value"),  # v4: latest outcome
             ("level", "metric", "episode_id", "received_at", "id", "value"),
             ("scorer", "record_id"), ("record_id",), ("entered_at",),  # v5: scores, reviews
+            ("route", "at"),  # v6: the canary decision log
         }
         pk = [r for r in conn.execute("PRAGMA table_info(records)") if r[5]]
         assert [r[1] for r in pk] == ["id"]
