@@ -28,6 +28,9 @@ class NullStore:
     async def ping(self) -> None:
         return None
 
+    async def try_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        return True  # one process, nothing shared
+
     async def query_records(self, *, since: float | None = None, until: float | None = None,
                             route: str | None = None, request_id: str | None = None,
                             limit: int | None = None) -> list[dict[str, Any]]:

@@ -511,6 +511,25 @@ class SQLiteStore:
             raise
         return conn.total_changes - before
 
+    def _lease_sync(self, name: str, holder: str, ttl_s: float) -> bool:
+        conn = self._connection()
+        now = time.time()
+        conn.execute("CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, "
+                     "until REAL NOT NULL)")
+        conn.execute("BEGIN IMMEDIATE")  # one writer at a time, across processes: the check and the claim are one
+        try:
+            row = conn.execute("SELECT holder, until FROM leases WHERE name = ?", (name,)).fetchone()
+            mine = row is None or row[0] == holder or row[1] < now
+            if mine:
+                conn.execute("INSERT OR REPLACE INTO leases (name, holder, until) VALUES (?, ?, ?)",
+                             (name, holder, now + ttl_s))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return mine
+
     def _ping_sync(self) -> None:
         conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")  # takes the write lock (waits up to busy_timeout)
@@ -578,6 +597,11 @@ class SQLiteStore:
 
     async def ping(self) -> None:
         await self._call(self._ping_sync)
+
+    async def try_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        """Claim (or renew) the lease `name` for `ttl_s` seconds; False while another holder has it.
+        The PostgreSQL store will use an advisory lock here."""
+        return await self._call(self._lease_sync, name, holder, ttl_s)
 
     async def query_records(self, *, since: float | None = None, until: float | None = None,
                             route: str | None = None, request_id: str | None = None,

@@ -113,7 +113,19 @@ CANARY_REFRESH_S = 2.0
 
 
 async def _refresh_canary_stages(app: Starlette) -> None:
-    """Every few seconds: the canary stages from the store, so every replica routes the same share."""
+    """Every few seconds: the canary stages from the store, so every replica routes the same share;
+    and the controller, which decides only in the process holding the store's lease."""
+    from proxy.canary._controller import run_controller
+
+    controller = asyncio.create_task(run_controller(lambda: app.state.gateway), name="sluicegate-canary")
+    try:
+        await _refresh_stages_forever(app)
+    finally:
+        controller.cancel()
+        await asyncio.gather(controller, return_exceptions=True)
+
+
+async def _refresh_stages_forever(app: Starlette) -> None:
     while True:
         gateway = app.state.gateway
         try:
