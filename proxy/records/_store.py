@@ -237,67 +237,62 @@ _INSERT_SQL = (
 )
 
 
+# Rows that are not records travel the same path (recorder, spill file, one transaction per batch)
+# and are told apart by a marker: `kind: outcome` (an Outcome's own field) or `row: <kind>`.
+
+
+def _insert(table: str, columns: Sequence[str], verb: str = "INSERT OR IGNORE") -> str:
+    return f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
+def _with_data(columns: tuple[str, ...]) -> Callable[[Mapping[str, Any]], list[Any]]:
+    """The named columns, then the whole row as JSON (`data`)."""
+    return lambda row: [*(row.get(key) for key in columns), orjson.dumps(row).decode()]
+
+
+def _plain(columns: tuple[str, ...]) -> Callable[[Mapping[str, Any]], list[Any]]:
+    """The named columns; dicts and lists as JSON text."""
+    return lambda row: [_scalar(row.get(key)) for key in columns]
+
+
 _OUTCOME_COLUMNS = ("id", "metric", "value", "level", "received_at", "request_id", "episode_id", "source")
-_INSERT_OUTCOME_SQL = (
-    f"INSERT OR IGNORE INTO outcomes ({', '.join(_OUTCOME_COLUMNS)}, data) "
-    f"VALUES ({', '.join('?' * (len(_OUTCOME_COLUMNS) + 1))})"
-)
-
-
 _SCORE_COLUMNS = ("id", "record_id", "request_id", "scorer", "kind", "label", "score", "taxonomy", "confidence",
                   "weight", "cost_usd", "created_at")
-# a re-delivered job replaces its score (same id): never counted twice; a human relabel wins
-_INSERT_SCORE_SQL = (
-    f"INSERT OR REPLACE INTO scores ({', '.join(_SCORE_COLUMNS)}, data) VALUES ({', '.join('?' * (len(_SCORE_COLUMNS) + 1))})"
-)
-
-
-def _is_score(row: Any) -> bool:
-    """Score rows are marked `row: score` (a Score's own `kind` is its scorer kind)."""
-    if isinstance(row, Mapping):
-        return row.get("row") == "score"
-    return type(row).__name__ == "Score" and hasattr(row, "scorer")
-
-
-def _score_params(row: Any) -> list[Any]:
-    data = dict(row) if isinstance(row, Mapping) else {**row.to_dict(), "row": "score"}
-    return [*(data.get(key) for key in _SCORE_COLUMNS), orjson.dumps(data).decode()]
-
-
 _REVIEW_COLUMNS = ("id", "record_id", "request_id", "route", "variant", "scorer", "reason", "entered_at", "note")
-_INSERT_REVIEW_SQL = (f"INSERT OR IGNORE INTO reviews ({', '.join(_REVIEW_COLUMNS)}) "
-                      f"VALUES ({', '.join('?' * len(_REVIEW_COLUMNS))})")
-
-
-def _is_review(row: Any) -> bool:
-    return isinstance(row, Mapping) and row.get("row") == "review"
-
-
-def _is_cursor(row: Any) -> bool:
-    return isinstance(row, Mapping) and row.get("row") == "cursor"
-
-
+_CURSOR_COLUMNS = ("id", "value", "updated_at")
 _CANARY_STATE_COLUMNS = ("route", "stage", "status", "updated_at", "reason")
 _CANARY_DECISION_COLUMNS = ("id", "route", "at", "action", "from_stage", "to_stage", "rule", "reason", "figures",
                             "actor")
 
+# row kind -> (SQL, the row's parameters). A re-delivered score replaces its row (same id): never
+# counted twice, and a human relabel wins; cursors and canary states are current values.
+_SIDE_ROWS: dict[str, tuple[str, Callable[[Mapping[str, Any]], list[Any]]]] = {
+    "outcome": (_insert("outcomes", (*_OUTCOME_COLUMNS, "data")), _with_data(_OUTCOME_COLUMNS)),
+    "score": (_insert("scores", (*_SCORE_COLUMNS, "data"), "INSERT OR REPLACE"), _with_data(_SCORE_COLUMNS)),
+    "review": (_insert("reviews", _REVIEW_COLUMNS), _plain(_REVIEW_COLUMNS)),
+    "cursor": (_insert("scoring_cursors", _CURSOR_COLUMNS, "INSERT OR REPLACE"), _plain(_CURSOR_COLUMNS)),
+    "canary_state": (_insert("canary_state", _CANARY_STATE_COLUMNS, "INSERT OR REPLACE"),
+                     _plain(_CANARY_STATE_COLUMNS)),
+    "canary_decision": (_insert("canary_decisions", _CANARY_DECISION_COLUMNS), _plain(_CANARY_DECISION_COLUMNS)),
+}
 
-def _is_canary(row: Any, kind: str) -> bool:
-    return isinstance(row, Mapping) and row.get("row") == kind
 
-
-def _canary_params(row: Mapping[str, Any], columns: tuple[str, ...]) -> list[Any]:
-    return [orjson.dumps(row[c]).decode() if c == "figures" and row.get(c) is not None else row.get(c)
-            for c in columns]
-
-
-def _is_outcome(row: Any) -> bool:
-    return isinstance(row, Outcome) or (isinstance(row, Mapping) and row.get("kind") == "outcome")
-
-
-def _outcome_params(row: Mapping[str, Any] | Outcome) -> list[Any]:
-    data = dataclasses.asdict(row) if isinstance(row, Outcome) else dict(row)
-    return [*(data.get(key) for key in _OUTCOME_COLUMNS), orjson.dumps(data).decode()]
+def _side_row(row: Any) -> tuple[str, Mapping[str, Any]] | None:
+    """(kind, the row as a mapping) for a row that is not a record; None for a record."""
+    if isinstance(row, Record):
+        return None
+    if isinstance(row, Outcome):
+        return "outcome", dataclasses.asdict(row)
+    if isinstance(row, Mapping):
+        kind = "outcome" if row.get("kind") == "outcome" else row.get("row")
+        if kind is None:
+            return None
+        if kind not in _SIDE_ROWS:
+            raise ValueError(f"unknown row kind {kind!r}")
+        return kind, row
+    if type(row).__name__ == "Score":  # proxy.scoring.Score (scoring imports records, not the reverse)
+        return "score", {**row.to_dict(), "row": "score"}
+    return None
 
 
 _ROW_KEYS = ("id", *INDEXED_COLUMNS)
@@ -472,38 +467,22 @@ class SQLiteStore:
 
     def _write_sync(self, rows: Sequence[Mapping[str, Any] | Record | Outcome]) -> int:
         conn = self._connection()
-        # encode before taking the write lock; outcome rows travel the same path as records
-        outcomes = [_outcome_params(r) for r in rows if _is_outcome(r)]
-        scores = [_score_params(r) for r in rows if _is_score(r)]
-        reviews = [[r.get(k) for k in _REVIEW_COLUMNS] for r in rows if _is_review(r)]
-        cursors = [[r["id"], r["value"], r.get("updated_at")] for r in rows if _is_cursor(r)]
-        states = [_canary_params(r, _CANARY_STATE_COLUMNS) for r in rows if _is_canary(r, "canary_state")]
-        decisions = [_canary_params(r, _CANARY_DECISION_COLUMNS) for r in rows if _is_canary(r, "canary_decision")]
-        params = [_row_params(r) for r in rows
-                  if not (_is_outcome(r) or _is_score(r) or _is_review(r) or _is_cursor(r)
-                          or _is_canary(r, "canary_state") or _is_canary(r, "canary_decision"))]
-        if not (params or outcomes or scores or reviews or cursors or states or decisions):
+        # encode before taking the write lock; other kinds of rows travel the same path as records
+        batches: dict[str, list[list[Any]]] = {}
+        for row in rows:
+            side = _side_row(row)
+            if side is None:
+                batches.setdefault(_INSERT_SQL, []).append(_row_params(row))
+            else:
+                sql, params = _SIDE_ROWS[side[0]]
+                batches.setdefault(sql, []).append(params(side[1]))
+        if not batches:
             return 0
         before = conn.total_changes
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if params:
-                conn.executemany(_INSERT_SQL, params)
-            if outcomes:
-                conn.executemany(_INSERT_OUTCOME_SQL, outcomes)
-            if scores:
-                conn.executemany(_INSERT_SCORE_SQL, scores)
-            if reviews:
-                conn.executemany(_INSERT_REVIEW_SQL, reviews)
-            if cursors:
-                conn.executemany("INSERT OR REPLACE INTO scoring_cursors (id, value, updated_at) VALUES (?, ?, ?)",
-                                 cursors)
-            if states:
-                conn.executemany(f"INSERT OR REPLACE INTO canary_state ({', '.join(_CANARY_STATE_COLUMNS)}) "
-                                 f"VALUES ({', '.join('?' * len(_CANARY_STATE_COLUMNS))})", states)
-            if decisions:
-                conn.executemany(f"INSERT OR IGNORE INTO canary_decisions ({', '.join(_CANARY_DECISION_COLUMNS)}) "
-                                 f"VALUES ({', '.join('?' * len(_CANARY_DECISION_COLUMNS))})", decisions)
+            for sql, params in batches.items():
+                conn.executemany(sql, params)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

@@ -79,8 +79,8 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     app.state.scoring_task = (asyncio.create_task(scoring.run(), name="sluicegate-scoring")
                               if scoring is not None else None)
     app.state.reloader = Reloader(app)
-    app.state.canary_task = (asyncio.create_task(_refresh_canary_stages(app), name="sluicegate-canary-stages")
-                             if any(r.canary is not None for r in policy.routes.values()) else None)
+    # always running: a reload may add a canary route (the controller idles while there is none)
+    app.state.canary_task = asyncio.create_task(_refresh_canary_stages(app), name="sluicegate-canary-stages")
     log.info("ready", policy=str(policy.source), version=policy.version, routes=sorted(policy.routes),
              store=store.url)
     try:
@@ -88,9 +88,8 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     finally:
         log.info("shutting_down")
         gateway = app.state.gateway  # the current one: a reload may have replaced it
-        if app.state.canary_task is not None:
-            app.state.canary_task.cancel()
-            await asyncio.gather(app.state.canary_task, return_exceptions=True)
+        app.state.canary_task.cancel()
+        await asyncio.gather(app.state.canary_task, return_exceptions=True)
         scoring_task = app.state.scoring_task
         if scoring_task is not None:
             scoring_task.cancel()
@@ -128,6 +127,9 @@ async def _refresh_canary_stages(app: Starlette) -> None:
 async def _refresh_stages_forever(app: Starlette) -> None:
     while True:
         gateway = app.state.gateway
+        if not any(route.canary is not None for route in gateway.policy.routes.values()):
+            await asyncio.sleep(CANARY_REFRESH_S)
+            continue
         try:
             gateway.canary_stages.update(await read_stages(gateway.store))
         except Exception as exc:  # noqa: BLE001 - the store is down: keep routing on the last stages
