@@ -77,7 +77,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if policy is None:
         return 1
     app = create_app(Settings(policy_path=args.policy, policy=policy, store_url=_store_url(args.store),
-                              scoring=args.scoring))
+                              scoring=args.scoring, watch_policy_s=args.watch_policy))
     config = uvicorn.Config(
         app, host=args.host, port=args.port, loop="uvloop", http="httptools", lifespan="on",
         access_log=False, log_level="warning", timeout_graceful_shutdown=args.graceful_timeout,
@@ -91,6 +91,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         configs.append(uvicorn.Config(create_mock(), host=host or "127.0.0.1", port=int(port), loop="uvloop",
                                       http="httptools", access_log=False, log_level="warning", lifespan="off"))
     run_servers(configs)
+    return 0
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    """Reads the key from stdin (or a hidden prompt): a key on the command line ends up in shell history."""
+    import getpass
+
+    from proxy.keys import hash_key
+
+    secret = getpass.getpass("key: ") if sys.stdin.isatty() else sys.stdin.readline().strip()
+    if not secret:
+        print("no key given: pipe it in (`printf %s \"$KEY\" | sluicegate keys hash`) or type it", file=sys.stderr)
+        return 2
+    print(hash_key(secret))
     return 0
 
 
@@ -173,7 +187,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 def _cmd_canary(args: argparse.Namespace) -> int:
     from proxy.canary import next_stage
-    from proxy.canary._state import decision_rows, history, read_stages, stage_of
+    from proxy.canary._state import canary_status, decision_rows, read_stages, stage_of
     from proxy.records import open_store
 
     policy = _load_policy(args.policy)
@@ -196,12 +210,9 @@ def _cmd_canary(args: argparse.Namespace) -> int:
             stored = (await read_stages(store)).get(args.route)
             stage, status = stage_of(route.canary, stored), stored[1] if stored else "running"
             if args.action == "status":
-                print(f"{args.route}: {route.canary.candidate} at {stage:g}% (baseline {route.canary.baseline}), "
-                      f"status {status}; stages {[float(x) for x in route.canary.stages]}")
-                for d in await history(store, args.route):
-                    when = datetime.fromtimestamp(d["at"]).isoformat(timespec="seconds")
-                    print(f"  {when}  {d['action']:<9} {d['from_stage']:g}% -> {d['to_stage']:g}%  "
-                          f"[{d['rule']}, {d['actor']}] {d['reason']}")
+                from proxy.reports._render_text import canary_lines
+
+                print("\n".join(canary_lines(await canary_status(store, policy, args.route, limit=50))))
                 return 0
             if args.action == "promote":
                 to = next_stage(route.canary.stages, stage)
@@ -246,7 +257,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from proxy.records import open_store
-    from proxy.reports import build_report, policy_scores, render_html, render_text, report_inputs
+    from proxy.reports import build_report, policy_sections, render_html, render_text, report_inputs
 
     inputs: dict = {}
     policy = None
@@ -262,8 +273,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
         try:
             report = await build_report(store, route=args.route, since=args.since, until=args.until,
                                         mde=args.mde, **inputs)
-            report["scores"] = await policy_scores(store, policy, route=args.route, since=args.since,
-                                                   until=args.until)
+            report.update(await policy_sections(store, policy, route=args.route, since=args.since,
+                                                until=args.until))
             return report
         finally:
             await store.close()
@@ -321,7 +332,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--scoring", choices=("inprocess", "external"), default="inprocess",
                        help="inprocess: sampled answers are scored by a background task of this server; "
                             "external: by `sluicegate worker` processes reading the store")
+    serve.add_argument("--watch-policy", type=float, nargs="?", const=1.0, default=None, metavar="SECONDS",
+                       help="reload the policy when its file changes (checked every SECONDS, default 1); "
+                            "SIGHUP and POST /admin/reload always work")
     serve.set_defaults(func=_cmd_serve)
+
+    keys = commands.add_parser("keys", help="caller keys: print the hash a policy holds instead of the key")
+    keys.add_argument("action", choices=("hash",))
+    keys.set_defaults(func=_cmd_keys)
 
     worker = commands.add_parser("worker", help="score recorded answers (rule, LLM judge, review queue) from the store")
     worker.add_argument("--policy", required=True, help="policy YAML file (routes' sampling and scorers)")

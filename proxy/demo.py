@@ -133,7 +133,7 @@ async def _drive(url: str, users: int, seed: int, out: TextIO) -> tuple[list[dic
 async def run_demo(users: int = 3000, seed: int = 7, store: str | None = None, out: TextIO = sys.stderr
                    ) -> dict[str, Any]:
     """Runs the loop and returns the report (JSON-able) with a `demo` section: truth vs found."""
-    from proxy.reports import build_report, policy_scores, render_text
+    from proxy.reports import build_report, policy_sections, render_text
     from proxy.scoring._calibration import render_calibration
     from proxy.scoring._trust import judge_calibrations
 
@@ -161,7 +161,7 @@ async def run_demo(users: int = 3000, seed: int = 7, store: str | None = None, o
                                     controls={ROUTE: policy.routes[ROUTE].control},
                                     weights={ROUTE: dict(policy.routes[ROUTE].split or {})})
         labelled = await _judge_and_review(f"http://127.0.0.1:{gateway_port}", gateway, out)
-        report["scores"] = await policy_scores(gateway.store, policy, route=ROUTE)
+        report.update(await policy_sections(gateway.store, policy, route=ROUTE))
         calibration = (await judge_calibrations(gateway.store, policy)).get("helpfulness")
     finally:
         for server in servers:

@@ -7,6 +7,7 @@ replicas never take the same decision twice; the others keep serving.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import socket
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import structlog
 
 from proxy.canary._decide import ArmFigures, CanaryFigures, Decision, decide
-from proxy.canary._state import decision_rows, read_stages, stage_of
+from proxy.canary._state import decision_rows, read_stages, stage_of, stage_started_at
 
 __all__ = ["arm_figures", "evaluate", "run_controller"]
 
@@ -36,22 +37,38 @@ def arm_figures(arm: dict[str, Any], success_metric: str) -> ArmFigures:
                       latency_p95_ms=arm["latency_ms"].get("p95"))
 
 
-async def evaluate(store: Any, policy: Any, route_name: str) -> Decision | None:
-    """Decide once for one canary route and store the decision when it changes the stage."""
+async def _arms(store: Any, policy: Any, route: str, since: float | None = None) -> dict[str, dict[str, Any]]:
     from proxy.reports import build_report, report_inputs
 
+    report = await build_report(store, route=route, since=since, **report_inputs(policy))
+    return {a["variant"]: a for r in report["routes"] for a in r["arms"]}
+
+
+def _with_stage_outcomes(figures: ArmFigures, arm_at_stage: dict[str, Any] | None, metric: str) -> ArmFigures:
+    n = int(((arm_at_stage or {}).get("metrics", {}).get(metric) or {}).get("n") or 0)
+    return dataclasses.replace(figures, stage_outcomes=min(figures.outcomes, n))
+
+
+async def evaluate(store: Any, policy: Any, route_name: str) -> Decision | None:
+    """Decide once for one canary route and store the decision when it changes the stage."""
     canary = policy.routes[route_name].canary
     stored = (await read_stages(store)).get(route_name)
     if stored is not None and stored[1] != "running":
         return None  # paused, promoted or rolled back: an operator moves it from here
     stage = stage_of(canary, stored)
-    report = await build_report(store, route=route_name, **report_inputs(policy))
-    arms = {a["variant"]: a for r in report["routes"] for a in r["arms"]}
+    arms = await _arms(store, policy, route_name)
     if canary.baseline not in arms or canary.candidate not in arms:
         return None
-    figures = CanaryFigures(baseline=arm_figures(arms[canary.baseline], canary.success_metric),
-                            candidate=arm_figures(arms[canary.candidate], canary.success_metric))
-    decision = decide(canary, stage, figures)
+    base = arm_figures(arms[canary.baseline], canary.success_metric)
+    cand = arm_figures(arms[canary.candidate], canary.success_metric)
+    started = await stage_started_at(store, route_name)
+    if started is not None and min(base.outcomes, cand.outcomes) >= canary.min_samples:
+        # min_samples counts outcomes of requests served at THIS stage: a ramp step must see its own traffic
+        # (the tests stay on the cumulative figures, which keeps their always-valid guarantee)
+        at_stage = await _arms(store, policy, route_name, since=started)
+        base = _with_stage_outcomes(base, at_stage.get(canary.baseline), canary.success_metric)
+        cand = _with_stage_outcomes(cand, at_stage.get(canary.candidate), canary.success_metric)
+    decision = decide(canary, stage, CanaryFigures(baseline=base, candidate=cand))
     if decision.action != "hold":  # holds are logged, not stored: one every interval would bury the log
         status = {"rollback": "rolled_back", "promoted": "promoted"}.get(decision.action, "running")
         await store.write_records(decision_rows(

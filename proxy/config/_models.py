@@ -311,11 +311,21 @@ class RouteMatch(_Model):
     tag: str | None = None  # in x-sluicegate-tags / metadata tags
     header: dict[str, str] | None = None  # every header equal (names case-insensitive)
     metadata: dict[str, str] | None = None  # every key of the app's metadata equal (as strings)
+    key: list[str] | None = None  # the caller's bearer key is one of these (`sluicegate keys hash`)
+
+    @field_validator("key")
+    @classmethod
+    def _hashed(cls, value: list[str] | None) -> list[str] | None:
+        for entry in value or []:
+            if not re.fullmatch(r"sha256:[0-9a-f]{64}", entry):
+                raise ValueError("a key is given as 'sha256:<64 hex digits>' (print one with "
+                                 "`sluicegate keys hash`), never as the key itself")
+        return value
 
     @model_validator(mode="after")
     def _has_condition(self) -> RouteMatch:
-        if self.tag is None and not self.header and not self.metadata:
-            raise ValueError("a match needs at least one of tag, header, metadata")
+        if self.tag is None and not self.header and not self.metadata and not self.key:
+            raise ValueError("a match needs at least one of tag, header, metadata, key")
         return self
 
 

@@ -10,6 +10,8 @@ from ._engine import MEANINGS, build_report, report_inputs
 from ._render_html import render_html
 from ._render_text import render_text
 from ._scores import judge_family_warnings, policy_scores, score_section
+from ._sections import policy_sections
+from ._shadow import shadow_section
 from ._sequential import (
     DEFAULT_TUNE_N,
     SequentialResult,
@@ -25,6 +27,7 @@ from ._stats import (
     chi2_sf,
     chi_square_srm,
     holm,
+    mcnemar,
     newcombe_diff_interval,
     normal_quantile,
     normal_sf,
@@ -51,6 +54,8 @@ __all__ = [
     "build_report",
     "judge_family_warnings",
     "policy_scores",
+    "policy_sections",
+    "shadow_section",
     "score_section",
     "render_html",
     "render_text",
@@ -66,6 +71,7 @@ __all__ = [
     "confidence_sequence",
     "confidence_sequence_means",
     "holm",
+    "mcnemar",
     "msprt",
     "newcombe_diff_interval",
     "normal_quantile",

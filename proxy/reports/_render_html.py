@@ -6,7 +6,7 @@ import html
 import time
 from typing import Any
 
-from ._render_text import fmt
+from ._render_text import canary_lines, fmt, scores_lines, shadow_lines
 
 __all__ = ["render_html"]
 
@@ -177,6 +177,11 @@ def render_html(report: dict[str, Any]) -> str:
                     f"{e(str(p['model_served']))} / {e(str(p['system_fingerprint']))} from "
                     f"{e(time.strftime('%Y-%m-%d %H:%M', time.gmtime(p['first_seen'])))}"
                     for p in a["drift"]["pairs"]) + "</p>")
+    for title, lines in (("Scores", scores_lines(report.get("scores"))),
+                         ("Shadow vs primary", shadow_lines(report.get("shadows") or [])),
+                         ("Canaries", canary_lines(report.get("canary") or []))):
+        if lines:  # the same tables as the terminal report
+            parts.append(f"<h2>{title}</h2><pre>{e(chr(10).join(lines))}</pre>")
     parts.append("<h3>Notes</h3><ul>" + "".join(f"<li>{e(n)}</li>" for n in report["notes"]) + "</ul>")
     parts.append("</body></html>")
     return "\n".join(parts)

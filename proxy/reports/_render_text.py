@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-__all__ = ["render_text", "fmt"]
+__all__ = ["canary_lines", "fmt", "render_text", "scores_lines", "shadow_lines"]
 
 
 def fmt(x: Any, kind: str = "") -> str:
@@ -32,7 +33,7 @@ def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
 def render_text(report: dict[str, Any]) -> str:
     out: list[str] = []
     if not report["routes"]:
-        return "no records in the window\n"
+        out.append("no records in the window")
     for r in report["routes"]:
         out.append(f"route {r['route']}  (control: {r['control']})")
         rows = []
@@ -88,11 +89,55 @@ def render_text(report: dict[str, Any]) -> str:
         for w in r["warnings"]:
             out.append(f"⚠ {w}")
         out.append("")
-    out += _scores_text(report.get("scores"))
+    out += scores_lines(report.get("scores"))
+    out += shadow_lines(report.get("shadows") or [])
+    out += canary_lines(report.get("canary") or [])
     return "\n".join(out)
 
 
-def _scores_text(scores: dict[str, Any] | None) -> list[str]:
+def _when(epoch: float | None) -> str:
+    return "—" if epoch is None else datetime.fromtimestamp(epoch).isoformat(timespec="seconds")
+
+
+def canary_lines(canaries: list[dict[str, Any]]) -> list[str]:
+    """Each canary: where it stands, then its decisions newest first (the reason holds the figures)."""
+    out: list[str] = []
+    for c in canaries:
+        out.append(f"canary {c['route']}: {c['candidate']} at {c['stage']:g}% (baseline {c['baseline']}), "
+                   f"status {c['status']} since {_when(c['since'])}; stages {c['stages']}, "
+                   f"success metric {c['success_metric']}")
+        if not c["decisions"]:
+            out.append("  no decisions yet")
+        for d in c["decisions"]:
+            out.append(f"  {_when(d['at'])}  {d['action']:<9} {d['from_stage']:g}% -> {d['to_stage']:g}%  "
+                       f"[{d['rule']}, {d['actor']}] {d['reason']}")
+        out.append("")
+    return out
+
+
+def shadow_lines(shadows: list[dict[str, Any]]) -> list[str]:
+    """Shadow vs primary on the same requests: pass rates and McNemar's paired test."""
+    if not shadows:
+        return []
+    rows = []
+    for s in shadows:
+        for name, c in [("no guard failure", s["guards"]), *s["scorers"].items()]:
+            rows.append([s["route"], f"{s['shadow']} vs {s['primary']}", name, str(c["pairs"]),
+                         fmt(c["primary_pass_rate"], "pct"), fmt(c["shadow_pass_rate"], "pct"),
+                         f"{c['primary_only_pass']}/{c['shadow_only_pass']}", fmt(c["p_value"]),
+                         c["test"]])
+    out = ["shadow vs primary (paired: the same requests answered by both)"]
+    out += _table(["route", "shadow vs primary", "result", "pairs", "primary pass", "shadow pass",
+                   "only primary/only shadow", "p", "test"], rows)
+    for s in shadows:
+        if s["shadow_errors"]:
+            out.append(f"  {s['shadow']} on {s['route']}: {s['shadow_errors']} of {s['shadowed']} shadow calls "
+                       "got no answer (not paired)")
+    out.append("")
+    return out
+
+
+def scores_lines(scores: dict[str, Any] | None) -> list[str]:
     """Scores per route, variant and scorer; untrusted judges marked (they never drive a verdict)."""
     if not scores or not scores.get("routes"):
         return []

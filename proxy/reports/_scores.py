@@ -15,7 +15,7 @@ from typing import Any
 from ._queries import window
 from ._stats import wilson_interval
 
-__all__ = ["judge_family_warnings", "policy_scores", "score_section"]
+__all__ = ["judge_family_warnings", "policy_scores", "score_section", "scorer_labels"]
 
 _SQL = """SELECT r.route, r.variant, s.scorer, s.kind, s.label, count(*), sum(s.weight), sum(s.cost_usd),
     sum(s.prompt_tokens), sum(s.completion_tokens)
@@ -28,7 +28,7 @@ WHERE 1 = 1{w} GROUP BY 1, 2, 3, 4, 5"""
 JUDGE_ERROR = "judge_error"
 
 
-def _pass_label(labels: list[str] | None) -> str:
+def pass_label(labels: list[str] | None) -> str:
     return "pass" if not labels or "pass" in labels else labels[0]
 
 
@@ -54,7 +54,7 @@ async def score_section(store: Any, *, route: str | None = None, since: float | 
             continue
         c["n"] += n
         c["weight"] += weight or 0.0
-        if label == _pass_label((labels or {}).get(scorer)):
+        if label == pass_label((labels or {}).get(scorer)):
             c["passed"] += n
             c["weight_passed"] += weight or 0.0
     out: dict[str, Any] = {}
@@ -98,18 +98,23 @@ def _trust(calibration: Any, rate: float | None) -> dict[str, Any]:
     return out
 
 
+def scorer_labels(policy: Any) -> dict[str, list[str]]:
+    """scorer -> its labels (pass/fail unless the policy lists others); {} without a policy."""
+    if policy is None:
+        return {}
+    return {name: list(getattr(config, "labels", None) or ["pass", "fail"]) for name, config in policy.scorers.items()}
+
+
 async def policy_scores(store: Any, policy: Any, *, route: str | None = None, since: float | None = None,
                         until: float | None = None) -> dict[str, Any]:
     """The scores section with the policy's labels, judge calibrations and same-family warnings
     (`policy` may be None: labels default to pass/fail, judges untrusted)."""
     from proxy.scoring._trust import judge_calibrations
 
-    labels: dict[str, list[str]] = {}
+    labels = scorer_labels(policy)
     calibrations: dict[str, Any] = {}
     warnings: list[str] = []
     if policy is not None:
-        labels = {name: list(getattr(config, "labels", None) or ["pass", "fail"])
-                  for name, config in policy.scorers.items()}
         calibrations = dict(await judge_calibrations(store, policy))
         warnings = judge_family_warnings(policy)
     section = await score_section(store, route=route, since=since, until=until, labels=labels,

@@ -30,6 +30,7 @@ __all__ = [
     "chi2_sf",
     "chi_square_srm",
     "holm",
+    "mcnemar",
     "newcombe_diff_interval",
     "normal_quantile",
     "normal_sf",
@@ -421,3 +422,32 @@ def holm(p_values: Sequence[float]) -> list[float]:
         running = max(running, (m - rank) * p_values[idx])
         adjusted[idx] = min(running, 1.0)
     return adjusted
+
+
+MCNEMAR_EXACT_BELOW = 25  # discordant pairs; below this the exact binomial test, above it chi-square
+
+
+def mcnemar(b: int, c: int, *, exact: bool | None = None) -> tuple[float, float]:
+    """McNemar's test for paired binary results: ``b`` pairs where only the first passed, ``c``
+    where only the second did (concordant pairs carry no information). Returns
+    (statistic, two-sided p).
+
+    ``exact=True``: the binomial test on the discordant pairs, statistic min(b, c) and
+    p = min(1, 2·P(X ≤ min(b, c))), X ~ Bin(b + c, ½). ``exact=False``: the chi-square
+    statistic with continuity correction (|b − c| − 1)² / (b + c), 1 degree of freedom.
+    ``None`` picks exact below 25 discordant pairs. Both equal statsmodels'
+    ``mcnemar([[·, b], [c, ·]], exact=…, correction=True)``.
+    """
+    if b < 0 or c < 0:
+        raise ValueError(f"need b, c >= 0 (got {b}, {c})")
+    n = b + c
+    if exact is None:
+        exact = n < MCNEMAR_EXACT_BELOW
+    if n == 0:
+        return (0.0, 1.0)
+    if exact:
+        k = min(b, c)
+        cdf = 1.0 if k >= n else _betainc(n - k, k + 1, 0.5, 0.5)  # P(X <= k) = I_½(n − k, k + 1)
+        return (float(k), min(1.0, 2.0 * cdf))
+    stat = (abs(b - c) - 1.0) ** 2 / n
+    return (stat, chi2_sf(stat, 1))

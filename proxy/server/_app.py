@@ -25,7 +25,7 @@ from proxy.server._feedback_api import feedback, feedback_batch
 from proxy.server._gateway import build_providers, compile_routes
 from proxy.server._inference import serve_inference
 from proxy.server._ops import healthz, list_models, readyz
-from proxy.server._reload import Reloader, admin_reload
+from proxy.server._reload import Reloader, admin_reload, watch_policy_file
 from proxy.server._reports_api import reports, route_report
 from proxy.server._review_api import add_review, label_review, next_review
 from proxy.server._review_page import review_page
@@ -47,6 +47,7 @@ class Settings:
     transports: Mapping[str, httpx.AsyncBaseTransport] | None = None  # provider name -> transport (tests)
     recorder_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     scoring: str = "inprocess"  # inprocess: a background task scores; external: `sluicegate worker` does
+    watch_policy_s: float | None = None  # poll the policy file this often and reload when it changes
 
 
 def default_spill_path(store_url: str) -> Path:
@@ -81,6 +82,9 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     app.state.reloader = Reloader(app)
     # always running: a reload may add a canary route (the controller idles while there is none)
     app.state.canary_task = asyncio.create_task(_refresh_canary_stages(app), name="sluicegate-canary-stages")
+    background = [app.state.canary_task]
+    if settings.watch_policy_s and settings.policy_path is not None:
+        background.append(watch_policy_file(app.state.reloader, settings.policy_path, settings.watch_policy_s))
     log.info("ready", policy=str(policy.source), version=policy.version, routes=sorted(policy.routes),
              store=store.url)
     try:
@@ -88,8 +92,9 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     finally:
         log.info("shutting_down")
         gateway = app.state.gateway  # the current one: a reload may have replaced it
-        app.state.canary_task.cancel()
-        await asyncio.gather(app.state.canary_task, return_exceptions=True)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         scoring_task = app.state.scoring_task
         if scoring_task is not None:
             scoring_task.cancel()

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 
 from proxy.guards import DEFAULT_TAXONOMY, GuardChain, build_guards
+from proxy.keys import bearer_token, hash_key
 from proxy.logs import get_logger
 from proxy.providers import ProviderAdapter, build_provider
 from proxy.routing import Splitter, StickySpec, parse_sticky
@@ -89,7 +90,7 @@ def _weights(name: str, route: Any) -> dict[str, float]:
     if route.model:
         return {route.model: 100.0}
     canary = route.canary
-    # The canary controller (a later issue) moves the stage; until then the first stage serves.
+    # The first stage until the store says otherwise (the controller or an operator moved it).
     first = float(canary.stages[0])
     return {canary.baseline: 100.0 - first, canary.candidate: first} if first < 100 else {canary.candidate: 100.0}
 
@@ -106,6 +107,9 @@ def _matches(match: Any, headers: Mapping[str, str], tags: Sequence[str], metada
         return False
     if match.metadata and any(str((metadata or {}).get(k)) != v for k, v in match.metadata.items()):
         return False
+    if match.key:
+        token = bearer_token(headers)
+        return token is not None and hash_key(token) in match.key
     return True
 
 

@@ -1,4 +1,4 @@
-"""Atomic policy reload: on SIGHUP or `POST /admin/reload`.
+"""Atomic policy reload: on SIGHUP, `POST /admin/reload`, or (`serve --watch-policy`) when the file changes.
 
 The new file is parsed and validated completely (strict models, then cross-references) before
 anything changes; then the gateway is swapped in ONE assignment. A request reads the gateway once
@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -28,7 +30,7 @@ from proxy.providers import build_provider
 from proxy.server._gateway import compile_routes
 from proxy.server._state import Gateway
 
-__all__ = ["PolicyRefused", "Reloader", "admin_reload"]
+__all__ = ["PolicyRefused", "Reloader", "admin_reload", "watch_policy_file"]
 
 log = get_logger("sluicegate.reload")
 
@@ -144,3 +146,33 @@ async def admin_reload(request: Request) -> Response:
     except PolicyRefused as exc:
         return error_response(exc)
     return Response(orjson.dumps({"object": "policy.reload", **result}), media_type="application/json")
+
+
+def _signature(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)  # follows symlinks: a Kubernetes ConfigMap update swaps a symlink
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def watch_policy_file(reloader: Reloader, path: str | Path, interval_s: float = 1.0) -> asyncio.Task[None]:
+    """Reload when the file's mtime, size or inode changes (polling: works on every filesystem and
+    for ConfigMap volumes). A refused file is logged and shown in /readyz once, not retried until
+    it changes again; a file that is missing for a moment (an editor's save) is waited for."""
+    seen = _signature(Path(path))  # now, not when the task first runs: a change in between counts
+    return asyncio.create_task(_watch(reloader, Path(path), interval_s, seen), name="sluicegate-policy-watch")
+
+
+async def _watch(reloader: Reloader, path: Path, interval_s: float, seen: tuple[int, int, int] | None) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        now = _signature(path)
+        if now is None or now == seen:
+            continue
+        seen = now
+        log.info("policy_file_changed", path=str(path))
+        try:
+            await reloader.reload()
+        except PolicyRefused:
+            pass  # already logged, and in /readyz

@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from proxy.errors import InvalidRequest, RouteNotFound, error_response
-from proxy.reports import build_report, policy_scores, report_inputs
+from proxy.reports import build_report, policy_sections, report_inputs
 
 __all__ = ["reports", "route_report"]
 
@@ -33,7 +33,7 @@ async def _report(request: Request, route: str | None) -> Response:
         return error_response(exc)
     report = await build_report(gateway.store, route=route, since=since, until=until,
                                 **report_inputs(gateway.policy))
-    report["scores"] = await policy_scores(gateway.store, gateway.policy, route=route, since=since, until=until)
+    report.update(await policy_sections(gateway.store, gateway.policy, route=route, since=since, until=until))
     if route is not None and not report["routes"]:
         known = route in getattr(gateway.policy, "routes", {})
         if not known:

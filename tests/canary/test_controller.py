@@ -82,3 +82,36 @@ async def test_one_lease_holder_at_a_time(store) -> None:
     assert await store.try_lease("canary-controller", "a", ttl_s=60)  # renewing is fine
     assert await store.try_lease("other", "b", ttl_s=60)
     assert await store.try_lease("expired", "a", ttl_s=-1) and await store.try_lease("expired", "b", ttl_s=60)
+
+
+async def test_min_samples_counts_outcomes_served_at_the_current_stage(store) -> None:
+    policy = parse_policy(POLICY)
+    await traffic(store, "prod", 400, 0.50)
+    await traffic(store, "cand", 400, 0.80)
+    assert (await evaluate(store, policy, "bot")).to_stage == 50
+    # plenty of cumulative evidence, but nothing served at 50% yet: hold, do not race to 100%
+    held = await evaluate(store, policy, "bot")
+    assert held.action == "hold" and held.rule == "need_samples"
+    assert held.figures["candidate_outcomes"] == 400 and held.figures["candidate_stage_outcomes"] == 0
+    await traffic(store, "prod", 30, 0.50)
+    await traffic(store, "cand", 30, 0.80)
+    promoted = await evaluate(store, policy, "bot")
+    assert (promoted.action, promoted.to_stage) == ("promote", 100.0)
+    assert promoted.figures["candidate_stage_outcomes"] == 30
+
+
+async def test_report_sections_show_the_canary_and_its_decisions(store) -> None:
+    from proxy.reports import policy_sections, render_text
+
+    policy = parse_policy(POLICY)
+    await traffic(store, "prod", 400, 0.50)
+    await traffic(store, "cand", 400, 0.80)
+    await evaluate(store, policy, "bot")
+    sections = await policy_sections(store, policy, route="bot")
+    canary, = sections["canary"]
+    assert (canary["stage"], canary["status"], canary["candidate"]) == (50.0, "running", "cand")
+    decision, = canary["decisions"]
+    assert decision["rule"] == "non_inferior" and decision["figures"]["candidate_outcomes"] == 400
+    text = render_text({"routes": [], **sections})
+    assert "canary bot: cand at 50% (baseline prod), status running" in text
+    assert "promote   10% -> 50%  [non_inferior, controller]" in text

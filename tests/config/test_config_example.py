@@ -133,3 +133,11 @@ def test_version_is_hash_of_the_text(no_keys: None) -> None:
 @pytest.mark.parametrize("path", sorted((REPO / "policies").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_policy_loads(path: Path, no_keys: None) -> None:
     assert load_policy(path).summary().startswith(f"{path}: OK - ")
+
+
+def test_the_canary_example_loads_with_its_canary_shadow_and_conditions() -> None:
+    policy = load_policy(REPO / "policies" / "canary.yaml")
+    route = policy.routes["support-bot"]
+    assert route.canary is not None and route.canary.stages == [1, 5, 25, 50, 100]
+    assert route.shadow is not None and route.shadow.model == "next"
+    assert [entry.model for entry in route.when] == ["prod", "candidate"]

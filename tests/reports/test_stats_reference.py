@@ -27,6 +27,7 @@ from proxy.reports import (  # noqa: E402
     chi2_sf,
     chi_square_srm,
     holm,
+    mcnemar,
     newcombe_diff_interval,
     student_t_quantile,
     student_t_sf,
@@ -192,3 +193,20 @@ def test_holm_matches_statsmodels(p_values):
 
 def test_holm_empty():
     assert holm([]) == []
+
+
+@pytest.mark.parametrize("b, c", [(0, 1), (3, 9), (12, 12), (7, 0), (24, 0), (30, 41), (150, 90), (1, 2000)])
+@pytest.mark.parametrize("exact", [True, False])
+def test_mcnemar_matches_statsmodels(b, c, exact):
+    from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
+
+    ref = sm_mcnemar([[50, b], [c, 40]], exact=exact, correction=True)
+    stat, p = mcnemar(b, c, exact=exact)
+    assert stat == pytest.approx(float(ref.statistic), **TOL)
+    assert p == pytest.approx(float(ref.pvalue), **TOL)
+
+
+def test_mcnemar_picks_exact_below_25_discordant_pairs():
+    assert mcnemar(3, 9) == mcnemar(3, 9, exact=True)
+    assert mcnemar(30, 41) == mcnemar(30, 41, exact=False)
+    assert mcnemar(0, 0) == (0.0, 1.0)

@@ -31,8 +31,8 @@ routes:
 
 
 @contextlib.asynccontextmanager
-async def running(tmp_path: Path):
-    app = create_app(Settings(policy=parse_policy(POLICY), store_url=f"sqlite:///{tmp_path}/s.db",
+async def running(tmp_path: Path, policy: str = POLICY):
+    app = create_app(Settings(policy=parse_policy(policy), store_url=f"sqlite:///{tmp_path}/s.db",
                               transports={"mock": httpx.ASGITransport(app=create_mock())}))
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
@@ -66,3 +66,22 @@ def test_a_when_entry_needs_a_condition_and_one_target() -> None:
     with pytest.raises(PolicyError, match="exactly one of model, split"):
         parse_policy(POLICY.replace("{match: {tag: sensitive}, model: prod}",
                                     "{match: {tag: sensitive}, model: prod, split: {prod: 100}}"))
+
+
+async def test_a_caller_key_routes_by_its_hash_and_the_key_never_reaches_the_policy(tmp_path: Path) -> None:
+    from proxy.keys import hash_key
+
+    policy = POLICY.replace("    when:\n", f"    when:\n      - {{match: {{key: ['{hash_key('sk-partner-123')}']}}, "
+                                           "model: cand}\n")
+    async with running(tmp_path, policy) as client:
+        partner = {await variant(client, i, {"authorization": "Bearer sk-partner-123"}) for i in range(30)}
+        other = {await variant(client, i, {"authorization": "Bearer sk-someone-else",
+                                           "x-sluicegate-tags": "sensitive"}) for i in range(30)}
+    assert partner == {"cand"} and other == {"prod"}
+
+
+def test_a_key_given_in_clear_is_refused_without_echoing_it() -> None:
+    with pytest.raises(PolicyError) as err:
+        parse_policy(POLICY.replace("{match: {tag: sensitive}, model: prod}",
+                                    "{match: {key: [sk-live-secret-value]}, model: prod}"))
+    assert "sluicegate keys hash" in str(err.value) and "sk-live-secret-value" not in str(err.value)

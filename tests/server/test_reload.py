@@ -28,12 +28,12 @@ BROKEN = V1.replace("capture: refs_only}", "capture: everything}")  # line 7: an
 
 
 @contextlib.asynccontextmanager
-async def running(tmp_path: Path, latency_ms: float = 0.0):
+async def running(tmp_path: Path, latency_ms: float = 0.0, watch_s: float | None = None):
     path = tmp_path / "policy.yaml"
     path.write_text(V1)
     mock = create_mock(MockConfig(default=MockModel(latency_ms=latency_ms)))
     app = create_app(Settings(policy_path=path, policy=load_policy(path), store_url=f"sqlite:///{tmp_path}/s.db",
-                              transports={"mock": httpx.ASGITransport(app=mock)}))
+                              transports={"mock": httpx.ASGITransport(app=mock)}, watch_policy_s=watch_s))
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
             yield client, app, path
@@ -110,3 +110,26 @@ def test_a_weight_change_moves_only_the_users_whose_bucket_changed_hands() -> No
     moved = sum(before.assign(k).variant != after.assign(k).variant for k in keys)
     assert abs(moved / len(keys) - 0.10) < 0.01  # 10 points of traffic changed hands, no more
     assert all(after.assign(k).variant == "a" for k in keys if before.assign(k).variant == "a")
+
+
+async def _until(condition, timeout_s: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def test_watch_policy_reloads_a_changed_file_and_refuses_a_broken_one(tmp_path: Path) -> None:
+    async with running(tmp_path, watch_s=0.05) as (client, app, path):
+        reloader = app.state.reloader
+        path.write_text(V2)
+        await _until(lambda: reloader.reloads == 1)
+        assert (await client.post("/v1/chat/completions", json=chat("bot2"))).status_code == 200
+        serving = app.state.gateway.policy.version
+        path.write_text(BROKEN + "# saved again\n")
+        await _until(lambda: reloader.last is not None and not reloader.last["ok"])
+        assert app.state.gateway.policy.version == serving and reloader.reloads == 1
+        await asyncio.sleep(0.2)  # an unchanged broken file is not retried over and over
+        assert reloader.reloads == 1 and reloader.last["error"].count("routes.bot.capture") == 1
+        ready = (await client.get("/readyz")).json()
+    assert ready["reload"]["ok"] is False

@@ -7,7 +7,7 @@ from starlette.routing import Route
 
 from proxy.config import parse_policy
 from proxy.mock_upstream import create_app as create_mock
-from proxy.reports import build_report, policy_scores, report_inputs
+from proxy.reports import build_report, policy_sections, report_inputs
 from proxy.server import Settings, create_app
 from proxy.server._reports_api import reports, route_report
 
@@ -49,7 +49,7 @@ async def test_reports_api(tmp_path):
             got = (await client.get("/v1/reports")).json()
             assert sum(a["requests"] for a in got["routes"][0]["arms"]) == 6
             expected = await build_report(gateway.store, **report_inputs(gateway.policy))
-            expected["scores"] = await policy_scores(gateway.store, gateway.policy)
+            expected.update(await policy_sections(gateway.store, gateway.policy))
             assert strip(got) == strip(expected)
             one = await client.get("/v1/reports/bot", params={"since": "0"})
             assert one.status_code == 200 and [r["route"] for r in one.json()["routes"]] == ["bot"]

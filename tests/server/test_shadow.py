@@ -81,3 +81,16 @@ async def test_saturation_drops_and_counts(tmp_path: Path) -> None:
             await ask(client)
         stats = gw.shadows.stats()
     assert stats["sent"] == 2 and stats["dropped_saturated"] == 3
+
+
+async def test_the_report_api_pairs_shadows_with_their_primaries(tmp_path: Path) -> None:
+    async with running(tmp_path, MockModel()) as (client, gw):
+        for _ in range(6):
+            await ask(client)
+        await wait_for(lambda: gw.shadows.stats()["answered"] == 6)
+        await gw.recorder.flush()
+        report = (await client.get("/v1/reports/bot")).json()
+    pair, = report["shadows"]
+    assert (pair["primary"], pair["shadow"], pair["shadowed"], pair["shadow_errors"]) == ("prod", "shadowed", 6, 0)
+    # max_chars: 5 fails every mock answer, primary and shadow alike: all pairs concordant
+    assert pair["guards"]["pairs"] == 6 and pair["guards"]["neither_pass"] == 6 and pair["guards"]["p_value"] == 1.0

@@ -1,0 +1,26 @@
+"""Callers' keys, held only as hashes: a policy names a key by `sha256:<hex>` of the bearer token,
+so the policy file (and everything built from it) never holds the secret itself."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+
+__all__ = ["bearer_token", "hash_key"]
+
+PREFIX = "sha256:"
+
+
+def hash_key(secret: str) -> str:
+    """The form a policy stores: `sha256:` + the hex SHA-256 of the key."""
+    return PREFIX + hashlib.sha256(secret.encode()).hexdigest()
+
+
+def bearer_token(headers: Mapping[str, str]) -> str | None:
+    """The caller's key from `Authorization: Bearer …`; None when there is none."""
+    value = headers.get("authorization")
+    if not value:
+        return None
+    scheme, _, token = value.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
