@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from proxy.config._errors import suggest
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -29,6 +30,7 @@ __all__ = [
     "DEFAULT_STICKY_BY",
     "STANDARD_SEVERITIES",
     "Budgets",
+    "Cache",
     "Canary",
     "CriticalFailuresGuardrail",
     "GuardFailureRateGuardrail",
@@ -203,6 +205,27 @@ class Shadow(_Model):
     rate: float = Field(ge=0, le=1)
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _duration(value: Any) -> Any:
+    """Seconds from a number or a string like `90s`, `30m`, `24h`, `7d`."""
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", value)
+        if not match:
+            raise ValueError(f"{value!r} is not a duration: give seconds (3600) or a number with s, m, h, d or w (1h)")
+        return float(match[1]) * _DURATION_UNITS[match[2]]
+    return value
+
+
+class Cache(_Model):
+    """Exact-match output cache: an identical request (full body + pinned model) within `ttl` gets the
+    stored answer instead of an upstream call."""
+
+    mode: Literal["exact"] = "exact"
+    ttl: Annotated[float, BeforeValidator(_duration), Field(gt=0)] = 86400.0
+
+
 class SamplingRule(_Model):
     """Sample at `rate` when every condition given matches."""
 
@@ -367,6 +390,7 @@ class Route(_Named):
     stream_guard: Literal["flag", "buffer"] = "flag"
     max_retries: int = Field(1, ge=0)
     when: list[ConditionalTarget] = Field(default_factory=list)  # first match wins, before the split
+    cache: Cache | None = None  # exact-match output cache (reproducible outputs)
 
     _variants: tuple[str, ...] = PrivateAttr(default=())
     _guard_names: tuple[str, ...] = PrivateAttr(default=())
@@ -396,6 +420,14 @@ class Route(_Named):
                 raise ValueError(f"control '{value}' is not a key of split{hint}")
         elif info.data.get("model") is not None or info.data.get("canary") is not None:
             raise ValueError("control only applies to split routes (a canary's control is its baseline)")
+        return value
+
+    @field_validator("cache")
+    @classmethod
+    def _cache_keeps_text(cls, value: Cache | None, info: ValidationInfo) -> Cache | None:
+        if value is not None and info.data.get("capture") == "refs_only":
+            raise ValueError("the output cache keeps whole answers (to serve them again), which a "
+                             "`capture: refs_only` route must not store; use capture redacted or full, or no cache")
         return value
 
     @model_validator(mode="after")

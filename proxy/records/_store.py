@@ -35,7 +35,7 @@ import orjson
 from proxy.records._model import Outcome, Record
 from proxy.records._seal import encode_row
 
-__all__ = ["INDEXED_COLUMNS", "REPORT_COLUMNS", "SCHEMA_VERSION", "RecordStore", "SQLiteStore", "open_store"]
+__all__ = ["INDEXED_COLUMNS", "LOOKUP_LANE", "REPORT_COLUMNS", "SCHEMA_VERSION", "RecordStore", "SQLiteStore", "open_store"]
 
 _T = TypeVar("_T")
 
@@ -75,8 +75,9 @@ class RecordStore(Protocol):
 
 # --- SQLite --------------------------------------------------------------------------------------
 
-SCHEMA_VERSION = 6
-READ_LANES = 2  # parallel read connections (a 2-core machine runs two report queries at once)
+SCHEMA_VERSION = 7
+READ_LANES = 3  # read connections: 0 and 1 for reports (a 2-core machine runs two report queries at once),
+LOOKUP_LANE = 2  # and one for point look-ups a request may wait on (the output cache): never behind a report
 
 # Columns copied out of the row (for filtering and indexes); the whole row is in `data`.
 INDEXED_COLUMNS = (
@@ -90,10 +91,11 @@ INDEXED_COLUMNS = (
 # stays float), as json_extract would return it. `guard_failures` counts the failed guards (passed
 # missing, null, false or 0); `failed_guards` is NULL or a compact JSON array of [taxonomy, severity]
 # per failed guard (only ~a few % of rows have one).
-REPORT_COLUMNS = (
+_V3_REPORT_COLUMNS = (
     "attempt_reason", "latency_ms", "ttft_ms", "prompt_tokens", "completion_tokens", "cost_usd",
     "system_fingerprint", "guard_failures", "failed_guards",
 )
+REPORT_COLUMNS = (*_V3_REPORT_COLUMNS, "cache_hit")  # v7: cache hits stay out of latency and cost figures
 
 _FAILED = "coalesce(json_extract(g.value, '$.passed'), 0) = 0"
 
@@ -142,7 +144,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX IF NOT EXISTS records_route_served ON records (route, served, started_at)",
     ),
     3: (
-        *(f"ALTER TABLE records ADD COLUMN {name}" for name in REPORT_COLUMNS),
+        *(f"ALTER TABLE records ADD COLUMN {name}" for name in _V3_REPORT_COLUMNS),
         # back-fill from `data` (once; slow on a big store, instant on a new one)
         f"""UPDATE records SET
             attempt_reason = json_extract(data, '$.attempt_reason'),
@@ -228,6 +230,14 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             from_stage REAL, to_stage REAL, rule TEXT, reason TEXT, figures TEXT, actor TEXT)""",
         "CREATE INDEX IF NOT EXISTS canary_decisions_route ON canary_decisions (route, at)",
     ),
+    7: (
+        # the exact-match output cache (`cache: {mode: exact}` routes), shared by every replica
+        "ALTER TABLE records ADD COLUMN cache_hit INTEGER NOT NULL DEFAULT 0",
+        """CREATE TABLE IF NOT EXISTS response_cache (
+            key TEXT PRIMARY KEY, route TEXT, variant TEXT, model TEXT, created_at REAL NOT NULL,
+            expires_at REAL NOT NULL, answer TEXT NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS response_cache_expires ON response_cache (expires_at)",
+    ),
 }
 assert max(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -261,6 +271,7 @@ _SCORE_COLUMNS = ("id", "record_id", "request_id", "scorer", "kind", "label", "s
 _REVIEW_COLUMNS = ("id", "record_id", "request_id", "route", "variant", "scorer", "reason", "entered_at", "note")
 _CURSOR_COLUMNS = ("id", "value", "updated_at")
 _CANARY_STATE_COLUMNS = ("route", "stage", "status", "updated_at", "reason")
+_CACHE_COLUMNS = ("key", "route", "variant", "model", "created_at", "expires_at", "answer")
 _CANARY_DECISION_COLUMNS = ("id", "route", "at", "action", "from_stage", "to_stage", "rule", "reason", "figures",
                             "actor")
 
@@ -274,6 +285,7 @@ _SIDE_ROWS: dict[str, tuple[str, Callable[[Mapping[str, Any]], list[Any]]]] = {
     "canary_state": (_insert("canary_state", _CANARY_STATE_COLUMNS, "INSERT OR REPLACE"),
                      _plain(_CANARY_STATE_COLUMNS)),
     "canary_decision": (_insert("canary_decisions", _CANARY_DECISION_COLUMNS), _plain(_CANARY_DECISION_COLUMNS)),
+    "cache": (_insert("response_cache", _CACHE_COLUMNS, "INSERT OR REPLACE"), _plain(_CACHE_COLUMNS)),
 }
 
 
@@ -298,7 +310,7 @@ def _side_row(row: Any) -> tuple[str, Mapping[str, Any]] | None:
 _ROW_KEYS = ("id", *INDEXED_COLUMNS)
 _RECORD_COLUMNS = operator.attrgetter(*_ROW_KEYS)
 _SERVED = _ROW_KEYS.index("served")
-_PLAIN_REPORT_KEYS = ("attempt_reason", "latency_ms", "ttft_ms", "cost_usd", "system_fingerprint")
+_PLAIN_REPORT_KEYS = ("attempt_reason", "latency_ms", "ttft_ms", "cost_usd", "system_fingerprint", "cache_hit")
 _RECORD_REPORT = operator.attrgetter(*_PLAIN_REPORT_KEYS, "usage", "guards")
 
 
@@ -311,10 +323,12 @@ def _scalar(value: Any) -> Any:
 
 def _report_values(plain: Sequence[Any], usage: Any, guards: Any) -> list[Any]:
     """REPORT_COLUMNS of one row (same values as the v3 migration's json_extract back-fill)."""
-    reason, latency, ttft, cost, fingerprint = (_scalar(v) for v in plain)
+    reason, latency, ttft, cost, fingerprint, cache_hit = (_scalar(v) for v in plain)
     prompt = completion = None
     if isinstance(usage, Mapping):
         prompt, completion = _scalar(usage.get("prompt_tokens")), _scalar(usage.get("completion_tokens"))
+    if cache_hit:  # an answer from the output cache took no upstream time and cost nothing: keep it
+        latency = ttft = prompt = completion = cost = None  # out of the latency, token and cost figures
     values = [reason, latency, ttft, prompt, completion, cost, fingerprint]
     failed = None
     if guards:
@@ -333,6 +347,7 @@ def _report_values(plain: Sequence[Any], usage: Any, guards: Any) -> list[Any]:
                     failed.append([None, None])
     values.append(len(failed) if failed else 0)
     values.append(orjson.dumps(failed).decode() if failed else None)
+    values.append(1 if cache_hit else 0)
     return values
 
 
@@ -436,7 +451,8 @@ class SQLiteStore:
         try:
             conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms:d}")
             conn.execute("PRAGMA temp_store = MEMORY")  # the report's temp tables
-            conn.execute("PRAGMA cache_size = -262144")  # 256 MiB
+            # 256 MiB for the report lanes; the look-up lane reads single rows by primary key
+            conn.execute("PRAGMA cache_size = -8192" if lane == LOOKUP_LANE else "PRAGMA cache_size = -262144")
             conn.execute("PRAGMA mmap_size = 4294967296")  # reads straight from the page cache
         except BaseException:
             conn.close()

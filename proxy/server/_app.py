@@ -21,6 +21,7 @@ from proxy.config import load_policy
 from proxy.errors import SluicegateError, error_response
 from proxy.logs import flush_logs, get_logger, set_secrets
 from proxy.records import Recorder, open_store
+from proxy.server._cache import ResponseCache
 from proxy.server._feedback_api import feedback, feedback_batch
 from proxy.server._gateway import build_providers, compile_routes
 from proxy.server._inference import serve_inference
@@ -76,7 +77,7 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
         scoring = build_scoring(policy, providers, recorder, store, await _judge_spent(store))
     app.state.gateway = Gateway(policy=policy, routes=compile_routes(policy), providers=providers,
                                 recorder=recorder, store=store, max_body_bytes=policy.server.max_body_bytes,
-                                scoring=scoring)
+                                scoring=scoring, cache=ResponseCache(store, recorder))
     app.state.scoring_task = (asyncio.create_task(scoring.run(), name="sluicegate-scoring")
                               if scoring is not None else None)
     app.state.reloader = Reloader(app)

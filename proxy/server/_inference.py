@@ -1,8 +1,8 @@
 """The request path, top to bottom.
 
 read body -> check fields -> request metadata -> route -> assign variant -> for each attempt
-(assigned variant, then fallbacks): pin model and params -> upstream call -> record the attempt
--> answer (or relay the stream) with X-Sluicegate-* headers.
+(assigned variant, then fallbacks): pin model and params -> output cache (`cache:` routes) ->
+upstream call -> record the attempt -> answer (or relay the stream) with X-Sluicegate-* headers.
 
 Nothing here waits on the store: records are handed to the recorder, which writes them later.
 """
@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 from typing import Any
+
+import orjson
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -25,6 +28,7 @@ from proxy.records import Record, new_id
 from proxy.guards import GuardResult
 from proxy.routing import Assignment, sticky_key
 from proxy.server._answers import PASSTHROUGH_VARIANT, access_log, describe_answer
+from proxy.server._cache import cache_key, completion_events
 from proxy.server._gateway import CompiledRoute
 from proxy.server._relay import RelayResponse, buffer_stream
 from proxy.server._request import check_fields, read_json_body
@@ -63,6 +67,12 @@ async def serve_inference(request: Request, endpoint: str) -> Response:
             upstream_body, drop_usage_chunk = _upstream_body(gateway, body, record, meta, stream)
             record.request = upstream_body
             record.request_bytes = len(raw)
+            key = cache_key(record.provider, upstream_body) if route is not None and route.config.cache else None
+            if key is not None:
+                hit = await _answer_from_cache(gateway, key, record, body, upstream_body, guards, stream, headers,
+                                               clock)
+                if hit is not None:
+                    return hit
             call = UpstreamCall(endpoint, upstream_body, _remaining(deadline, record))
             provider = gateway.providers[record.provider]
             try:
@@ -74,7 +84,9 @@ async def serve_inference(request: Request, endpoint: str) -> Response:
                     headers["x-sluicegate-guards"] = "deferred" if guards is not None else "pass"
                     if route is not None:
                         gateway.shadows.maybe_send(gateway, route, record, upstream_body)
-                    return RelayResponse(gateway, guards, upstream, record, drop_usage_chunk, headers, clock)
+                    on_done = partial(_keep_in_cache, gateway, route, key) if key is not None else None
+                    return RelayResponse(gateway, guards, upstream, record, drop_usage_chunk, headers, clock,
+                                         on_done)
                 if stream:
                     reply = await _bounded(buffer_stream(provider, call, record, drop_usage_chunk, clock),
                                            call.timeout, record.provider)
@@ -114,6 +126,8 @@ async def serve_inference(request: Request, endpoint: str) -> Response:
                 gateway.recorder.submit(record)
                 raise GuardBlocked(failures)
             gateway.served(record)
+            if key is not None and not failures:
+                _keep_in_cache(gateway, route, key, record)
             if route is not None:
                 gateway.shadows.maybe_send(gateway, route, record, upstream_body)
             access_log(request_id, route_name, variant, reply.status, clock, attempt)
@@ -123,6 +137,41 @@ async def serve_inference(request: Request, endpoint: str) -> Response:
         access_log(request_id, headers.get("x-sluicegate-route"), headers.get("x-sluicegate-variant"),
                    exc.status, clock, None, error=exc.message, level=exc.log_level)
         return error_response(exc, headers)
+
+
+async def _answer_from_cache(gateway: Gateway, key: str, record: Record, body: dict[str, Any],
+                             upstream_body: dict[str, Any], guards: Any, stream: bool, headers: dict[str, str],
+                             clock: float) -> Response | None:
+    """The cached answer as this attempt's, or None: not cached, or it fails the guards as they are now."""
+    answer = await gateway.cache.get(key)
+    if answer is None:
+        headers["x-sluicegate-cache"] = "miss"
+        return None
+    failures = guards.run(upstream_body, answer) if guards is not None else []
+    if failures:
+        headers["x-sluicegate-cache"] = "miss"
+        return None
+    record.cache_hit = record.served = True
+    record.status, record.response = 200, answer
+    record.ended_at = time.time()
+    record.latency_ms = round((time.perf_counter() - clock) * 1000, 3)
+    describe_answer(gateway, record, answer)
+    record.cost_usd = 0.0  # nothing was paid for this answer
+    headers["x-sluicegate-cache"] = "hit"
+    headers["x-sluicegate-guards"] = "pass"
+    gateway.recorder.submit(record)  # not offered to scorers: this very answer had its chance when first served
+    access_log(record.request_id, record.route, record.variant, 200, clock, record.attempt)
+    if stream:
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        return Response(completion_events(answer, include_usage), headers=headers, media_type="text/event-stream")
+    return Response(orjson.dumps(answer), headers=headers, media_type="application/json")
+
+
+def _keep_in_cache(gateway: Gateway, route: CompiledRoute, key: str, record: Record) -> None:
+    """Store an answer that was served whole and passed its guards."""
+    if record.status == 200 and record.outcome == "ok" and record.response and not record.guards:
+        gateway.cache.put(key, route=route.name, variant=record.variant, model=record.model_requested,
+                          answer=record.response, ttl_s=route.config.cache.ttl)
 
 
 def _route(gateway: Gateway, request: Request, body: dict[str, Any],

@@ -44,6 +44,7 @@ async def readyz(request: Request) -> Response:
         "scoring": gateway.scoring.stats() if gateway.scoring is not None else None,
         "reload": getattr(getattr(request.app.state, "reloader", None), "last", None),
         "shadows": gateway.shadows.stats(),
+        "cache": gateway.cache.stats() if gateway.cache is not None else None,
     }
     return _json(body)
 

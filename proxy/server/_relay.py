@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import orjson
 from starlette.types import Receive, Scope, Send
@@ -91,7 +91,8 @@ async def buffer_stream(provider: ProviderAdapter, call: UpstreamCall, record: R
 
 class RelayResponse:
     def __init__(self, gateway: Gateway, guards: GuardChain | None, upstream: UpstreamStream, record: Record,
-                 drop_usage_chunk: bool, headers: Mapping[str, str], clock: float) -> None:
+                 drop_usage_chunk: bool, headers: Mapping[str, str], clock: float,
+                 on_done: Callable[[Record], None] | None = None) -> None:
         self.gateway = gateway
         self.guards = guards
         self.upstream = upstream
@@ -99,6 +100,7 @@ class RelayResponse:
         self.headers = [*_SSE_HEADERS, *((k.encode(), v.encode()) for k, v in headers.items())]
         self.clock = clock
         self.tap = StreamTap(record, drop_usage_chunk, clock)
+        self.on_done = on_done  # called with the finished record of a stream that completed (the output cache)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
@@ -162,6 +164,8 @@ class RelayResponse:
             record.guards = [failure.to_dict() for failure in self.guards.run(record.request or {}, answer)]
         if outcome == "ok":
             self.gateway.served(record)
+            if self.on_done is not None:
+                self.on_done(record)
         else:
             self.gateway.recorder.submit(record)
         access_log(record.request_id, record.route, record.variant, 200, self.clock, record.attempt,

@@ -25,6 +25,7 @@ class Gateway:
     scoring: Any = None  # proxy.scoring.Scoring when a route has scorers
     shadows: Shadows = dataclasses.field(default_factory=Shadows)  # background shadow calls
     canary_stages: dict[str, tuple[float, str]] = dataclasses.field(default_factory=dict)  # from the store
+    cache: Any = None  # proxy.server._cache.ResponseCache: the output cache of `cache:` routes
 
     def served(self, record: Any) -> None:
         """Hand over the record of an answer the client got: to the recorder, then to sampling."""

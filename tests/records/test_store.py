@@ -73,7 +73,7 @@ async def test_fresh_store_creates_schema_with_wal(store: SQLiteStore) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert {"records", "outcomes", "schema_version", "scores", "reviews", "scoring_cursors", "canary_state",
-                "canary_decisions"} <= tables
+                "canary_decisions", "response_cache"} <= tables
         assert conn.execute("SELECT version FROM schema_version").fetchall() == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
         cols = [r[1] for r in conn.execute("PRAGMA table_info(records)")]
         assert cols == ["id", "request_id", "attempt", "served", "started_at", "route", "variant", "experiment",
@@ -97,6 +97,7 @@ async def test_fresh_store_creates_schema_with_wal(store: SQLiteStore) -> None:
             ("level", "metric", "episode_id", "received_at", "id", "value"),
             ("scorer", "record_id"), ("record_id",), ("entered_at",),  # v5: scores, reviews
             ("route", "at"),  # v6: the canary decision log
+            ("expires_at",),  # v7: the output cache
         }
         pk = [r for r in conn.execute("PRAGMA table_info(records)") if r[5]]
         assert [r[1] for r in pk] == ["id"]
@@ -315,8 +316,8 @@ async def test_report_columns_are_filled_on_write_and_by_the_v3_migration(tmp_pa
         assert migrated == expected
         assert expected[0][:8] == ("fallback", 12.5, 3.0, 10, 4, 0.002, "fp_x", 2)
         assert orjson.loads(expected[0][8]) == [["invented_tool_param", "major"], ["pii", "critical"]]
-        assert expected[1][1:] == (None,) * 6 + (0, None)
-        assert expected[2][3:5] == (7.5, None) and expected[2][7:] == (0, None)
+        assert expected[1][1:] == (None,) * 6 + (0, None, 0)
+        assert expected[2][3:5] == (7.5, None) and expected[2][7:] == (0, None, 0)
         # a dict row (as replayed from the spill file) gives the same columns as the Record
         await s.write_records([rec(1, id="again", latency_ms=12.5, ttft_ms=3.0, cost_usd=0.002,
                                    system_fingerprint="fp_x", guards=guards, attempt_reason="fallback",
