@@ -33,6 +33,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from proxy.records._model import Outcome, Record
+from proxy.records._capture import request_hash
 from proxy.records._seal import encode_row
 
 __all__ = ["INDEXED_COLUMNS", "LOOKUP_LANE", "REPORT_COLUMNS", "SCHEMA_VERSION", "RecordStore", "SQLiteStore", "open_store"]
@@ -358,6 +359,8 @@ def _row_params(row: Mapping[str, Any] | Record) -> list[Any]:
     than building its dict first), so the recorder can hand records over unconverted.
     """
     if isinstance(row, Record):
+        if row.request_hash is None and row.request is not None:
+            row.request_hash = request_hash(row.request)  # before the columns are taken (seal would be too late)
         values = list(_RECORD_COLUMNS(row))
         *plain, usage, guards = _RECORD_REPORT(row)
         report = _report_values(plain, usage, guards)

@@ -367,3 +367,12 @@ async def test_read_lanes_run_queries_at_the_same_time_on_their_own_connections(
     # both lanes answer concurrently
     a, b = await asyncio.gather(store.fetch("SELECT 1"), store.fetch("SELECT 2", lane=1))
     assert (a, b) == ([(1,)], [(2,)])
+
+
+async def test_a_record_object_fills_the_request_hash_column(store) -> None:
+    from proxy.records import request_hash
+
+    r = rec(1)
+    await store.write_records([r, rec(2, request=None)])
+    rows = dict(await store.fetch("SELECT id, request_hash FROM records"))
+    assert rows == {"rec-00001": request_hash(rec(1).request), "rec-00002": None}
