@@ -1,4 +1,5 @@
-"""The `sluicegate` command: serve, check, export, mock-upstream."""
+"""The `sluicegate` command: serve, worker, check, export, report, corpus, replay, canary, calibrate, keys,
+mock-upstream, demo."""
 
 from __future__ import annotations
 
@@ -291,6 +292,84 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_corpus_build(args: argparse.Namespace) -> int:
+    from proxy.corpus import BuildOptions, CorpusHeader, CorpusPolicy, build_corpus
+    from proxy.records import open_store
+
+    policy = None
+    if args.policy:
+        policy = _load_policy(args.policy)
+        if policy is None:
+            return 1
+        if args.route not in policy.routes:  # type: ignore[attr-defined]
+            print(f"--route {args.route}: not a route of {args.policy} (its capture mode decides what a "
+                  f"corpus may hold)", file=sys.stderr)
+            return 2
+    if args.size < 0 or args.per_class_quota < 0:
+        print("--size and --per-class-quota must be >= 0", file=sys.stderr)
+        return 2
+    options = BuildOptions(route=args.route, size=args.size, since=args.since, until=args.until,
+                           per_class_quota=args.per_class_quota, include_failures=args.include_failures,
+                           seed=args.seed, policy=CorpusPolicy.from_policy(policy))
+    tty = sys.stderr.isatty()
+    shown = [0]
+
+    def progress(scanned: int, total: int) -> None:  # a live count on a terminal, else a line per 10%
+        tenth = scanned * 10 // max(total, 1)
+        line = f"corpus: scanned {scanned:,} of {total:,} records"
+        if tty:
+            print(f"\r{line}", end="", file=sys.stderr, flush=True)
+        elif tenth > shown[0]:
+            shown[0] = tenth
+            print(line, file=sys.stderr, flush=True)
+
+    async def run() -> CorpusHeader:
+        store = open_store(_store_url(args.store))
+        await store.open()
+        try:
+            return await build_corpus(store, options, args.out, progress=progress)
+        finally:
+            await store.close()
+
+    try:
+        header = asyncio.run(run())
+    finally:
+        if tty:
+            print(file=sys.stderr)
+    c = header.counts
+    failures = sum(s.selected for key, s in c.strata.items() if not key.endswith("|ok"))
+    where = "standard output" if args.out == "-" else args.out
+    print(f"corpus: {c.selected:,} items ({failures:,} from failure strata) in {len(c.strata):,} strata "
+          f"from {c.records_scanned:,} records ({c.refs_only_skipped:,} refs_only skipped, "
+          f"{c.duplicates:,} duplicates, {c.near_duplicates:,} near-duplicates) -> {where}", file=sys.stderr)
+    return 0
+
+
+def _cmd_corpus_show(args: argparse.Namespace) -> int:
+    from proxy.corpus import CorpusFormatError, count_items, read_header, render_summary
+
+    try:
+        header = read_header(args.file)
+        if args.json:
+            sys.stdout.buffer.write(orjson.dumps(header.to_dict(), option=orjson.OPT_INDENT_2) + b"\n")
+            return 0
+        print(render_summary(header, name=args.file, items_in_file=count_items(args.file)))
+    except CorpusFormatError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"{args.file}: cannot read the corpus: {exc.strerror}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    """Exit 0 (gate passed), 1 (a --fail-on rule is met), 2 (cannot run as asked), 130 (interrupted)."""
+    from proxy.replay import cli_replay
+
+    return cli_replay(args)
+
+
 def _cmd_mock_upstream(args: argparse.Namespace) -> int:
     from proxy.mock_upstream import MockConfig, load_config, serve
 
@@ -391,6 +470,57 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--json", action="store_true", help="print the JSON with every figure")
     out.add_argument("--html", metavar="FILE", help="write a self-contained HTML page")
     report.set_defaults(func=_cmd_report)
+
+    corpus = commands.add_parser("corpus", help="build or show a regression corpus from recorded traffic")
+    corpus_commands = corpus.add_subparsers(dest="corpus_command", required=True, metavar="ACTION")
+    build = corpus_commands.add_parser(
+        "build", help="a stratified, deduplicated sample of a route's served requests with their baseline")
+    build.add_argument("--store", help=f"store URL (default: $SLUICEGATE_STORE or {DEFAULT_STORE})")
+    build.add_argument("--route", required=True, help="the route whose traffic to sample")
+    build.add_argument("--since", type=parse_time, default="30d",
+                       help="epoch, ISO time, or age like 30d (default 30d)")
+    build.add_argument("--until", type=parse_time)
+    build.add_argument("--size", type=int, required=True, help="items in the corpus at most")
+    build.add_argument("--per-class-quota", type=int, default=50, metavar="K",
+                       help="items at most per failure stratum (default 50)")
+    build.add_argument("--include-failures", action=argparse.BooleanOptionalAction, default=True,
+                       help="take failure strata by quota (default); --no-include-failures: routine traffic only")
+    build.add_argument("--seed", type=int, default=0, help="seed of the random draw (same seed, same corpus)")
+    build.add_argument("--out", default="-", metavar="FILE", help="the corpus file (default: standard output)")
+    build.add_argument("--policy", help="policy file: the route's capture mode now, scorers' pass labels, "
+                                        "metric goals")
+    build.set_defaults(func=_cmd_corpus_build)
+    show = corpus_commands.add_parser("show", help="a corpus file's make-up: strata, counts, filters")
+    show.add_argument("file")
+    show.add_argument("--json", action="store_true", help="print the header as JSON")
+    show.set_defaults(func=_cmd_corpus_show)
+
+    replay = commands.add_parser(
+        "replay", help="re-send a corpus (or one logged request) to a candidate model and compare with a baseline")
+    replay.add_argument("corpus", nargs="?", metavar="CORPUS", help="a corpus file from `sluicegate corpus build`")
+    replay.add_argument("--policy", required=True, help="policy YAML file (models, the routes' guards and scorers)")
+    replay.add_argument("--variant", metavar="MODEL", help="the candidate: a model of the policy")
+    replay.add_argument("--baseline", default="recorded", metavar="recorded|MODEL",
+                        help="compare with the answers as recorded (default) or send to this model too")
+    replay.add_argument("--concurrency", type=int, default=4, help="items in flight at once (default 4)")
+    replay.add_argument("--rate", type=float, help="upstream requests per second at most (default: no limit)")
+    replay.add_argument("--judge", action="store_true", help="also run the routes' llm_judge scorers (cost shown)")
+    replay.add_argument("--out", metavar="FILE", help="results JSON lines, resumable "
+                                                      "(default: <corpus>.replay-<variant>.jsonl)")
+    replay.add_argument("--junit", metavar="FILE", help="also write JUnit XML (one test case per item)")
+    replay.add_argument("--fail-on", metavar="RULES",
+                        help="exit 1 when met, comma-separated: new_critical, pass_rate_drop>X[@P], regressions>N, "
+                             "errors>N (quote them: '>' is a shell redirection)")
+    replay.add_argument("--json", action="store_true", help="print the summary (or the record replay) as JSON")
+    replay.add_argument("--record", metavar="ID", help="replay one logged request (attempt or request id) instead")
+    replay.add_argument("--store", help=f"with --record or --cache: store URL (default: $SLUICEGATE_STORE or "
+                                        f"{DEFAULT_STORE})")
+    replay.add_argument("--cache", action="store_true",
+                        help="with --baseline MODEL: keep (and reuse) its answers in the store's output cache, so "
+                             "reruns compare with the same baseline")
+    replay.add_argument("--cache-ttl", type=float, default=30 * 86400, metavar="SECONDS",
+                        help="how long --cache keeps a baseline answer (default 30 days)")
+    replay.set_defaults(func=_cmd_replay)
 
     mock = commands.add_parser("mock-upstream", help="run the OpenAI-compatible mock upstream")
     mock.add_argument("--host", default="127.0.0.1")

@@ -59,6 +59,13 @@ def _free_port() -> int:
 JUDGE_ERROR_RATE = 0.03  # the mock judge's known error rate (calibration must find it)
 
 
+# 60 different questions (a corpus of demo traffic keeps one item per distinct question)
+QUESTIONS = ("where is {}?", "can you help me with {}?", "I have a problem with {}.", "what is the status of {}?",
+             "how do I change {}?", "who can I talk to about {}?")
+TOPICS = ("my order", "my refund", "my invoice", "the delivery date", "my password", "my subscription",
+          "the shipping address", "a damaged parcel", "my loyalty points", "the return label")
+
+
 def _mock_config() -> MockConfig:
     models = {MODELS[name]: MockModel(served_model=f"{MODELS[name]}-2026-11-01", tool_call_fault="invented_param",
                                       tool_call_fault_rate=truth.tool_fault_rate)
@@ -90,8 +97,11 @@ async def _user(http: aiohttp.ClientSession, rng: random.Random, user: int, prog
     turns = rng.randint(1, 3)
     variant = ""
     for turn in range(turns):
+        # the ticket number makes each request unique (the mock's fault draws hash the text); a corpus
+        # ignores digits when it looks for near-duplicates, so it keeps one item per question
+        question = rng.choice(QUESTIONS).format(rng.choice(TOPICS)) + f" (ticket {user}-{turn})"
         body = {"model": ROUTE, "tools": TOOLS, "user": f"demo-user-{user}",
-                "messages": [{"role": "user", "content": f"user {user}, turn {turn}: where is my order?"}]}
+                "messages": [{"role": "user", "content": question}]}
         async with http.post("/v1/chat/completions", json=body, headers={"x-sluicegate-episode": episode}) as reply:
             await reply.read()
             if reply.status != 200:

@@ -178,6 +178,7 @@ def _item(row: dict[str, Any], candidate: Candidate, mode: str, scores: list[tup
         outcomes=dict(sorted(outcomes.items())), failure_class=candidate.stratum.rsplit("|", 1)[-1],
         status=row.get("status"), finish_reason=row.get("finish_reason"), usage=row.get("usage"),
         latency_ms=row.get("latency_ms"), ttft_ms=row.get("ttft_ms"), cost_usd=row.get("cost_usd"),
+        cache_hit=bool(row.get("cache_hit")),
         model_served=row.get("model_served"), system_fingerprint=row.get("system_fingerprint"))
     return CorpusItem(
         record_id=row["id"], request_id=row["request_id"], route=row["route"], variant=row["variant"],

@@ -90,6 +90,7 @@ class Baseline:
     latency_ms: float | None = None
     ttft_ms: float | None = None
     cost_usd: float | None = None
+    cache_hit: bool = False  # answered from the output cache: no latency or cost of its own
     model_served: str | None = None
     system_fingerprint: str | None = None
 

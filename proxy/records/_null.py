@@ -9,11 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from proxy.records._dialect import SQLITE
+
 __all__ = ["NullStore"]
 
 
 class NullStore:
     url = "none://"
+    dialect = SQLITE
 
     def __init__(self) -> None:
         self.discarded = 0
@@ -41,6 +44,10 @@ class NullStore:
 
     async def fetch(self, sql: str, params: Sequence[Any] = (), *, lane: int = 0) -> list[tuple[Any, ...]]:
         return []
+
+    async def tail(self, table: str, columns: str, where: str, after: int,
+                   limit: int) -> tuple[list[tuple[Any, ...]], int]:
+        return [], after
 
     async def close(self) -> None:
         return None

@@ -19,8 +19,6 @@ each other). A `:memory:` store has one connection, so there reads share the wri
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import operator
 import sqlite3
 import threading
 import time
@@ -32,9 +30,17 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from proxy.records._dialect import SQLITE, Dialect
 from proxy.records._model import Outcome, Record
-from proxy.records._capture import request_hash
-from proxy.records._seal import encode_row
+from proxy.records._rows import (
+    INDEXED_COLUMNS,
+    REPORT_COLUMNS,
+    SIDE_TABLES,
+    V3_REPORT_COLUMNS,
+    row_params,
+    side_params,
+    side_row,
+)
 
 __all__ = ["INDEXED_COLUMNS", "LOOKUP_LANE", "REPORT_COLUMNS", "SCHEMA_VERSION", "RecordStore", "SQLiteStore", "open_store"]
 
@@ -46,6 +52,7 @@ class RecordStore(Protocol):
     """A place to keep records. Rows are the dicts of `Record` (a `Record` itself is accepted too)."""
 
     url: str  # without credentials
+    dialect: Dialect  # the SQL spellings `fetch` takes (proxy.records._dialect)
 
     async def open(self) -> None:
         """Connect, create or migrate the schema."""
@@ -70,6 +77,11 @@ class RecordStore(Protocol):
         """Rows of a read-only query (reports, feedback look-ups). Queries on different `lane`s
         (0 or 1) may run at the same time; a temp table belongs to the lane that made it."""
 
+    async def tail(self, table: str, columns: str, where: str, after: int,
+                   limit: int) -> tuple[list[tuple[Any, ...]], int]:
+        """Rows of `table` (`columns`, matching `where`) written after cursor `after`, in commit
+        order, at most about `limit`; and the cursor to pass next time."""
+
     async def close(self) -> None:
         """Release the connection and the thread. Idempotent."""
 
@@ -79,24 +91,6 @@ class RecordStore(Protocol):
 SCHEMA_VERSION = 7
 READ_LANES = 3  # read connections: 0 and 1 for reports (a 2-core machine runs two report queries at once),
 LOOKUP_LANE = 2  # and one for point look-ups a request may wait on (the output cache): never behind a report
-
-# Columns copied out of the row (for filtering and indexes); the whole row is in `data`.
-INDEXED_COLUMNS = (
-    "request_id", "attempt", "served", "started_at", "route", "variant", "experiment",
-    "episode_id", "correlation_id", "user_id", "provider", "model_requested", "model_served",
-    "status", "outcome", "request_hash",
-)
-
-# Columns (schema v3) holding what the reports aggregate, so a report never parses `data`. They are
-# declared without a type (no affinity): a value is stored exactly as it came (int stays int, float
-# stays float), as json_extract would return it. `guard_failures` counts the failed guards (passed
-# missing, null, false or 0); `failed_guards` is NULL or a compact JSON array of [taxonomy, severity]
-# per failed guard (only ~a few % of rows have one).
-_V3_REPORT_COLUMNS = (
-    "attempt_reason", "latency_ms", "ttft_ms", "prompt_tokens", "completion_tokens", "cost_usd",
-    "system_fingerprint", "guard_failures", "failed_guards",
-)
-REPORT_COLUMNS = (*_V3_REPORT_COLUMNS, "cache_hit")  # v7: cache hits stay out of latency and cost figures
 
 _FAILED = "coalesce(json_extract(g.value, '$.passed'), 0) = 0"
 
@@ -145,7 +139,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX IF NOT EXISTS records_route_served ON records (route, served, started_at)",
     ),
     3: (
-        *(f"ALTER TABLE records ADD COLUMN {name}" for name in _V3_REPORT_COLUMNS),
+        *(f"ALTER TABLE records ADD COLUMN {name}" for name in V3_REPORT_COLUMNS),
         # back-fill from `data` (once; slow on a big store, instant on a new one)
         f"""UPDATE records SET
             attempt_reason = json_extract(data, '$.attempt_reason'),
@@ -246,145 +240,15 @@ _INSERT_SQL = (
     f"INSERT OR IGNORE INTO records (id, {', '.join(INDEXED_COLUMNS)}, {', '.join(REPORT_COLUMNS)}, data) "
     f"VALUES ({', '.join('?' * (len(INDEXED_COLUMNS) + len(REPORT_COLUMNS) + 2))})"
 )
-
-
-# Rows that are not records travel the same path (recorder, spill file, one transaction per batch)
-# and are told apart by a marker: `kind: outcome` (an Outcome's own field) or `row: <kind>`.
-
-
-def _insert(table: str, columns: Sequence[str], verb: str = "INSERT OR IGNORE") -> str:
-    return f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-
-
-def _with_data(columns: tuple[str, ...]) -> Callable[[Mapping[str, Any]], list[Any]]:
-    """The named columns, then the whole row as JSON (`data`)."""
-    return lambda row: [*(row.get(key) for key in columns), orjson.dumps(row).decode()]
-
-
-def _plain(columns: tuple[str, ...]) -> Callable[[Mapping[str, Any]], list[Any]]:
-    """The named columns; dicts and lists as JSON text."""
-    return lambda row: [_scalar(row.get(key)) for key in columns]
-
-
-_OUTCOME_COLUMNS = ("id", "metric", "value", "level", "received_at", "request_id", "episode_id", "source")
-_SCORE_COLUMNS = ("id", "record_id", "request_id", "scorer", "kind", "label", "score", "taxonomy", "confidence",
-                  "weight", "cost_usd", "created_at")
-_REVIEW_COLUMNS = ("id", "record_id", "request_id", "route", "variant", "scorer", "reason", "entered_at", "note")
-_CURSOR_COLUMNS = ("id", "value", "updated_at")
-_CANARY_STATE_COLUMNS = ("route", "stage", "status", "updated_at", "reason")
-_CACHE_COLUMNS = ("key", "route", "variant", "model", "created_at", "expires_at", "answer")
-_CANARY_DECISION_COLUMNS = ("id", "route", "at", "action", "from_stage", "to_stage", "rule", "reason", "figures",
-                            "actor")
-
-# row kind -> (SQL, the row's parameters). A re-delivered score replaces its row (same id): never
-# counted twice, and a human relabel wins; cursors and canary states are current values.
-_SIDE_ROWS: dict[str, tuple[str, Callable[[Mapping[str, Any]], list[Any]]]] = {
-    "outcome": (_insert("outcomes", (*_OUTCOME_COLUMNS, "data")), _with_data(_OUTCOME_COLUMNS)),
-    "score": (_insert("scores", (*_SCORE_COLUMNS, "data"), "INSERT OR REPLACE"), _with_data(_SCORE_COLUMNS)),
-    "review": (_insert("reviews", _REVIEW_COLUMNS), _plain(_REVIEW_COLUMNS)),
-    "cursor": (_insert("scoring_cursors", _CURSOR_COLUMNS, "INSERT OR REPLACE"), _plain(_CURSOR_COLUMNS)),
-    "canary_state": (_insert("canary_state", _CANARY_STATE_COLUMNS, "INSERT OR REPLACE"),
-                     _plain(_CANARY_STATE_COLUMNS)),
-    "canary_decision": (_insert("canary_decisions", _CANARY_DECISION_COLUMNS), _plain(_CANARY_DECISION_COLUMNS)),
-    "cache": (_insert("response_cache", _CACHE_COLUMNS, "INSERT OR REPLACE"), _plain(_CACHE_COLUMNS)),
-}
-
-
-def _side_row(row: Any) -> tuple[str, Mapping[str, Any]] | None:
-    """(kind, the row as a mapping) for a row that is not a record; None for a record."""
-    if isinstance(row, Record):
-        return None
-    if isinstance(row, Outcome):
-        return "outcome", dataclasses.asdict(row)
-    if isinstance(row, Mapping):
-        kind = "outcome" if row.get("kind") == "outcome" else row.get("row")
-        if kind is None:
-            return None
-        if kind not in _SIDE_ROWS:
-            raise ValueError(f"unknown row kind {kind!r}")
-        return kind, row
-    if type(row).__name__ == "Score":  # proxy.scoring.Score (scoring imports records, not the reverse)
-        return "score", {**row.to_dict(), "row": "score"}
-    return None
-
-
-_ROW_KEYS = ("id", *INDEXED_COLUMNS)
-_RECORD_COLUMNS = operator.attrgetter(*_ROW_KEYS)
-_SERVED = _ROW_KEYS.index("served")
-_PLAIN_REPORT_KEYS = ("attempt_reason", "latency_ms", "ttft_ms", "cost_usd", "system_fingerprint", "cache_hit")
-_RECORD_REPORT = operator.attrgetter(*_PLAIN_REPORT_KEYS, "usage", "guards")
-
-
-def _scalar(value: Any) -> Any:
-    """A value as json_extract returns it: scalars as they are, objects and arrays as JSON text."""
-    if isinstance(value, (dict, list, tuple)):
-        return orjson.dumps(value).decode()
-    return value
-
-
-def _report_values(plain: Sequence[Any], usage: Any, guards: Any) -> list[Any]:
-    """REPORT_COLUMNS of one row (same values as the v3 migration's json_extract back-fill)."""
-    reason, latency, ttft, cost, fingerprint, cache_hit = (_scalar(v) for v in plain)
-    prompt = completion = None
-    if isinstance(usage, Mapping):
-        prompt, completion = _scalar(usage.get("prompt_tokens")), _scalar(usage.get("completion_tokens"))
-    if cache_hit:  # an answer from the output cache took no upstream time and cost nothing: keep it
-        latency = ttft = prompt = completion = cost = None  # out of the latency, token and cost figures
-    values = [reason, latency, ttft, prompt, completion, cost, fingerprint]
-    failed = None
-    if guards:
-        if isinstance(guards, Mapping):
-            guards = list(guards.values())
-        elif not isinstance(guards, (list, tuple)):
-            guards = [guards]
-        for g in guards:
-            passed = g.get("passed") if isinstance(g, Mapping) else None
-            if passed is None or (passed == 0 and not isinstance(passed, str)):
-                if failed is None:
-                    failed = []
-                if isinstance(g, Mapping):
-                    failed.append([_scalar(g.get("taxonomy")), _scalar(g.get("severity"))])
-                else:
-                    failed.append([None, None])
-    values.append(len(failed) if failed else 0)
-    values.append(orjson.dumps(failed).decode() if failed else None)
-    values.append(1 if cache_hit else 0)
-    return values
-
-
-def _row_params(row: Mapping[str, Any] | Record) -> list[Any]:
-    """The INSERT parameters of one row: id, the indexed columns, the report columns, the row as JSON.
-
-    A `Record` is encoded directly (orjson serialises dataclasses natively; measured ~2x cheaper
-    than building its dict first), so the recorder can hand records over unconverted.
-    """
-    if isinstance(row, Record):
-        if row.request_hash is None and row.request is not None:
-            row.request_hash = request_hash(row.request)  # before the columns are taken (seal would be too late)
-        values = list(_RECORD_COLUMNS(row))
-        *plain, usage, guards = _RECORD_REPORT(row)
-        report = _report_values(plain, usage, guards)
-    elif isinstance(row, Mapping):
-        if not isinstance(row, dict):
-            row = dict(row)
-        get = row.get
-        values = [get(key) for key in _ROW_KEYS]
-        report = _report_values([get(key) for key in _PLAIN_REPORT_KEYS], get("usage"), get("guards"))
-    else:
-        raise TypeError(f"a record row must be a dict or a Record, not {type(row).__name__}")
-    rid = values[0]
-    if not isinstance(rid, str) or not rid:
-        raise ValueError("a record without an id cannot be stored")
-    served = values[_SERVED]
-    if served is not None:
-        values[_SERVED] = int(bool(served))
-    values += report
-    values.append(encode_row(row).decode())
-    return values
+_SIDE_SQL = {kind: f"INSERT OR {'REPLACE' if spec.replace else 'IGNORE'} INTO {spec.table} "
+                   f"({', '.join(spec.all_columns)}) VALUES ({', '.join('?' * len(spec.all_columns))})"
+             for kind, spec in SIDE_TABLES.items()}
 
 
 class SQLiteStore:
     """Records in one SQLite file (WAL), written and read on one dedicated thread."""
+
+    dialect = SQLITE
 
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 2000, url: str | None = None) -> None:
         self.path = str(path)
@@ -489,12 +353,11 @@ class SQLiteStore:
         # encode before taking the write lock; other kinds of rows travel the same path as records
         batches: dict[str, list[list[Any]]] = {}
         for row in rows:
-            side = _side_row(row)
+            side = side_row(row)
             if side is None:
-                batches.setdefault(_INSERT_SQL, []).append(_row_params(row))
+                batches.setdefault(_INSERT_SQL, []).append(row_params(row))
             else:
-                sql, params = _SIDE_ROWS[side[0]]
-                batches.setdefault(sql, []).append(params(side[1]))
+                batches.setdefault(_SIDE_SQL[side[0]], []).append(side_params(*side))
         if not batches:
             return 0
         before = conn.total_changes
@@ -614,6 +477,13 @@ class SQLiteStore:
         temp tables a report creates live on that lane's connection). Portable SQL only: the same
         statements must run on PostgreSQL later (`?` placeholders are translated there)."""
         return await self._read(self._fetch_sync, sql, params, lane=lane)
+
+    async def tail(self, table: str, columns: str, where: str, after: int,
+                   limit: int) -> tuple[list[tuple[Any, ...]], int]:
+        """By rowid: one writer at a time (BEGIN IMMEDIATE) makes rowid order the commit order."""
+        rows = await self.fetch(f"SELECT rowid, {columns} FROM {table} WHERE rowid > ? AND ({where}) "
+                                "ORDER BY rowid LIMIT ?", [after, limit])
+        return [row[1:] for row in rows], (int(rows[-1][0]) if rows else after)
 
     async def close(self) -> None:
         readers, self._read_executors = self._read_executors, []

@@ -143,7 +143,7 @@ async def _outcome_queries(store: Any, timings: dict[str, float], route: str | N
     snapshot: metric kinds, hourly inference outcomes (re-bucketed to days later if need be) and
     request coverage."""
     kinds = await _timed(timings, "metric_kinds", store, q.metric_kinds(), lane=1)
-    sql, params = q.inference_outcomes(route, since, until, 3600.0)
+    sql, params = q.inference_outcomes(store.dialect, route, since, until, 3600.0)
     hourly = await _timed(timings, "inference_outcomes", store, sql, params, lane=1)
     sql, params = q.coverage_requests(route, since, until)
     coverage = await _timed(timings, "coverage_requests", store, sql, params, lane=1)
@@ -179,7 +179,7 @@ async def build_report(store: Any, *, route: str | None = None, since: float | N
     tag = f"{os.getpid()}_{time.time_ns()}"
     lane1 = asyncio.ensure_future(_outcome_queries(store, timings, route, since, until))
     try:
-        for sql, params in q.create_snapshot(tag, route, since, until):
+        for sql, params in q.create_snapshot(store.dialect, tag, route, since, until):
             await _run(store, sql, params)
         timings["snapshot"] = time.perf_counter() - started
         t = time.perf_counter()
@@ -211,13 +211,13 @@ async def build_report(store: Any, *, route: str | None = None, since: float | N
                         got = await _run(store, sql, [row[0], row[1], *window_args, row[0], row[1], offset])
                         entry[label] = got[0][0] if got else None
         timings["percentiles"] = time.perf_counter() - t1
-        sql, params = q.guard_classes(tag, route, since, until)
+        sql, params = q.guard_classes(store.dialect, tag, route, since, until)
         guard_rows = await _timed(timings, 'guards', store, sql, params)
         sql, params = q.guard_requests(tag, route, since, until)
         guard_req_rows = await _timed(timings, 'guard_requests', store, sql, params)
         sql, params = q.drift(tag, route, since, until)
         drift_rows = await _timed(timings, 'drift', store, sql, params)
-        sql, params = q.episode_outcomes(tag, bucket)
+        sql, params = q.episode_outcomes(store.dialect, tag, bucket)
         epo_rows = await _timed(timings, 'episode_outcomes', store, sql, params)
         cov_rows = await _timed(timings, 'coverage_episodes', store, q.coverage_episodes(tag))
         kind_rows, hourly_rows, cov_req_rows = await lane1
@@ -227,7 +227,7 @@ async def build_report(store: Any, *, route: str | None = None, since: float | N
     finally:
         if not lane1.done() or lane1.cancelled():
             await asyncio.gather(lane1, return_exceptions=True)  # never leave a query running unowned
-        for sql in q.drop_snapshot(tag):
+        for sql in q.drop_snapshot(store.dialect, tag):
             try:
                 await _run(store, sql)
             except Exception:  # noqa: BLE001 — the store may be closing; temp tables die with it

@@ -1,5 +1,6 @@
-"""The report's SQL. Every JSON-function expression (SQLite JSON1) lives in this module, so the
-PostgreSQL port (jsonb operators, jsonb_array_elements) replaces this file only.
+"""The report's SQL, one text for SQLite and PostgreSQL: the portable subset (CASE instead of
+boolean sums, aliased subqueries), with the few spellings that differ (JSON, temp tables,
+bucketing) taken from the store's `Dialect` (`d`).
 
 Plan (schema v3): the report never parses `records.data`. Everything it aggregates is a real column
 of `records` (`attempt_reason`, `latency_ms`, `ttft_ms`, `prompt_tokens`, `completion_tokens`,
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from proxy.records._dialect import Dialect
+
 # nearest-rank percentiles: rank = ceil(p·n)
 PERCENTILES = {"p50": 50, "p95": 95, "p99": 99}
 
@@ -43,7 +46,12 @@ def window(alias: str, route: str | None, since: float | None, until: float | No
     return sql, args
 
 
-def create_snapshot(tag: str, route: str | None, since: float | None, until: float | None) -> list[tuple[str, list[Any]]]:
+def _is(condition: str) -> str:
+    """1 where `condition` holds, else 0: a sum of it counts (SQLite sums booleans, PostgreSQL does not)."""
+    return f"CASE WHEN {condition} THEN 1 ELSE 0 END"
+
+
+def create_snapshot(d: Dialect, tag: str, route: str | None, since: float | None, until: float | None) -> list[tuple[str, list[Any]]]:
     """Statements (sql, params) that build the temp tables `late_{tag}` and `ep_{tag}`."""
     wa, aa = window("a", route, since, until)
     wr, ar = window("r", route, since, until)
@@ -58,26 +66,26 @@ def create_snapshot(tag: str, route: str | None, since: float | None, until: flo
                x.guard_failures AS guard_failures, x.failed_guards AS failed_guards
         FROM records x JOIN records a ON a.request_id = x.request_id AND a.attempt = 1
         WHERE x.attempt > 1{wa} AND coalesce(x.attempt_reason, '') != 'shadow'""", aa),
-        (f"CREATE INDEX temp.{late}_lat ON {late} (route, arm, served, lat)", []),
-        (f"CREATE INDEX temp.{late}_ttft ON {late} (route, arm, served, ttft)", []),
+        (d.temp_index(f"{late}_lat", late, "route, arm, served, lat"), []),
+        (d.temp_index(f"{late}_ttft", late, "route, arm, served, ttft"), []),
         (f"""CREATE TEMP TABLE {ep} AS
         SELECT r.route AS route, r.episode_id AS episode_id, min(r.variant) AS arm,
                CASE WHEN min(r.variant) = max(r.variant) THEN 1 ELSE 2 END AS nv, min(r.started_at) AS started_at
         FROM records r WHERE r.episode_id IS NOT NULL AND r.attempt = 1{wr}
         GROUP BY r.episode_id, r.route""", ar),
-        (f"CREATE INDEX temp.{ep}_id ON {ep} (episode_id)", []),
+        (d.temp_index(f"{ep}_id", ep, "episode_id"), []),
     ]
 
 
-def drop_snapshot(tag: str) -> list[str]:
-    return [f"DROP TABLE IF EXISTS temp.late_{tag}", f"DROP TABLE IF EXISTS temp.ep_{tag}"]
+def drop_snapshot(d: Dialect, tag: str) -> list[str]:
+    return [f"DROP TABLE IF EXISTS {d.temp(f'late_{tag}')}", f"DROP TABLE IF EXISTS {d.temp(f'ep_{tag}')}"]
 
 
 def arms_first(route: str | None, since: float | None, until: float | None) -> tuple[str, list[Any]]:
     """Attempt-1 part per (route, arm): requests, served, prompt, completion, cost, cost_n,
     first, last, n latency, n ttft (covering index records_arm_latency)."""
     w, a = window("r", route, since, until)
-    return (f"""SELECT r.route, r.variant, count(*), sum(r.served = 1),
+    return (f"""SELECT r.route, r.variant, count(*), sum({_is("r.served = 1")}),
         sum(r.prompt_tokens), sum(r.completion_tokens), sum(r.cost_usd), count(r.cost_usd),
         min(r.started_at), max(r.started_at),
         count(CASE WHEN r.served = 1 THEN r.latency_ms END), count(CASE WHEN r.served = 1 THEN r.ttft_ms END)
@@ -87,7 +95,8 @@ def arms_first(route: str | None, since: float | None, until: float | None) -> t
 def arms_late(tag: str) -> str:
     """Later-attempt part per (route, arm): attempts, served, fallbacks, retries, prompt,
     completion, cost, cost_n, n latency, n ttft."""
-    return f"""SELECT route, arm, count(*), sum(served = 1), sum(reason = 'fallback'), sum(reason = 'retry'),
+    return f"""SELECT route, arm, count(*), sum({_is("served = 1")}), sum({_is("reason = 'fallback'")}),
+        sum({_is("reason = 'retry'")}),
         sum(pt), sum(ct), sum(cost), count(cost),
         count(CASE WHEN served = 1 THEN lat END), count(CASE WHEN served = 1 THEN ttft END)
     FROM late_{tag} GROUP BY route, arm"""
@@ -127,12 +136,13 @@ def _failed(tag: str, route: str | None, since: float | None, until: float | Non
         SELECT route, arm, request_id, failed_guards FROM late_{tag} WHERE guard_failures > 0)""", a)
 
 
-def guard_classes(tag: str, route: str | None, since: float | None, until: float | None) -> tuple[str, list[Any]]:
+def guard_classes(d: Dialect, tag: str, route: str | None, since: float | None,
+                  until: float | None) -> tuple[str, list[Any]]:
     with_, a = _failed(tag, route, since, until)
     return (f"""{with_}
-    SELECT g.route, g.arm, json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'),
+    SELECT g.route, g.arm, {d.json_item("j.value", 0)}, {d.json_item("j.value", 1)},
         count(*), count(DISTINCT g.request_id)
-    FROM g, json_each(g.failed_guards) j
+    FROM g, {d.json_elements("g.failed_guards")} j
     GROUP BY 1, 2, 3, 4""", a)
 
 
@@ -152,7 +162,7 @@ def drift(tag: str, route: str | None, since: float | None, until: float | None)
         FROM records r WHERE r.attempt = 1 AND r.model_served IS NOT NULL{w} GROUP BY 1, 2, 3, 4
         UNION ALL
         SELECT route, variant, model_served, fp, min(started_at), max(started_at), count(*)
-        FROM late_{tag} WHERE model_served IS NOT NULL GROUP BY 1, 2, 3, 4)
+        FROM late_{tag} WHERE model_served IS NOT NULL GROUP BY 1, 2, 3, 4) AS both_parts
     GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 5""", a)
 
 
@@ -161,32 +171,32 @@ def episodes(tag: str) -> str:
 
 
 def metric_kinds() -> str:
-    return "SELECT metric, level, count(*), sum(value NOT IN (0, 1)) FROM outcomes GROUP BY level, metric"
+    return f"SELECT metric, level, count(*), sum({_is('value NOT IN (0, 1)')}) FROM outcomes GROUP BY level, metric"
 
 
 _LATEST = """SELECT {key}, metric, value FROM (
     SELECT {key}, metric, value,
            row_number() OVER (PARTITION BY metric, {key} ORDER BY received_at DESC, id DESC) AS rn
-    FROM outcomes WHERE level = ? AND {key} IS NOT NULL) WHERE rn = 1"""
+    FROM outcomes WHERE level = ? AND {key} IS NOT NULL) AS ranked WHERE rn = 1"""
 
 
-def inference_outcomes(route: str | None, since: float | None, until: float | None,
+def inference_outcomes(d: Dialect, route: str | None, since: float | None, until: float | None,
                        bucket: float) -> tuple[str, list[Any]]:
     """Latest inference outcome per (request, metric), joined to the request's arm; per time bucket."""
     w, a = window("s", route, since, until)
     return (f"""WITH lo AS ({_LATEST.format(key='request_id')})
-    SELECT s.route, s.variant, lo.metric, CAST(s.started_at / ? AS INTEGER), count(*), sum(lo.value),
-           sum(lo.value * lo.value), sum(lo.value NOT IN (0, 1))
+    SELECT s.route, s.variant, lo.metric, {d.bucket("s.started_at / ?")}, count(*), sum(lo.value),
+           sum(lo.value * lo.value), sum({_is("lo.value NOT IN (0, 1)")})
     FROM lo CROSS JOIN records s
     WHERE s.request_id = lo.request_id AND s.attempt = 1{w}
     GROUP BY 1, 2, 3, 4""", ["inference", bucket, *a])
 
 
-def episode_outcomes(tag: str, bucket: float) -> tuple[str, list[Any]]:
+def episode_outcomes(d: Dialect, tag: str, bucket: float) -> tuple[str, list[Any]]:
     """Latest episode outcome per (episode, metric); mixed episodes come back with arm NULL."""
     return (f"""WITH lo AS ({_LATEST.format(key='episode_id')})
-    SELECT e.route, CASE WHEN e.nv > 1 THEN NULL ELSE e.arm END, lo.metric, CAST(e.started_at / ? AS INTEGER),
-           count(*), sum(lo.value), sum(lo.value * lo.value), sum(lo.value NOT IN (0, 1))
+    SELECT e.route, CASE WHEN e.nv > 1 THEN NULL ELSE e.arm END, lo.metric, {d.bucket("e.started_at / ?")},
+           count(*), sum(lo.value), sum(lo.value * lo.value), sum({_is("lo.value NOT IN (0, 1)")})
     FROM lo JOIN ep_{tag} e ON e.episode_id = lo.episode_id
     GROUP BY 1, 2, 3, 4""", ["episode", bucket])
 

@@ -20,8 +20,7 @@ __all__ = ["judge_family_warnings", "policy_scores", "score_section", "scorer_la
 _SQL = """SELECT r.route, r.variant, s.scorer, s.kind, s.label, count(*), sum(s.weight), sum(s.cost_usd),
     sum(s.prompt_tokens), sum(s.completion_tokens)
 FROM (SELECT record_id, scorer, kind, label, weight, cost_usd,
-             json_extract(data, '$.prompt_tokens') AS prompt_tokens,
-             json_extract(data, '$.completion_tokens') AS completion_tokens FROM scores) s
+             {prompt_tokens} AS prompt_tokens, {completion_tokens} AS completion_tokens FROM scores) s
 JOIN records r ON r.id = s.record_id
 WHERE 1 = 1{w} GROUP BY 1, 2, 3, 4, 5"""
 
@@ -38,7 +37,9 @@ async def score_section(store: Any, *, route: str | None = None, since: float | 
     """`labels`: scorer -> its labels (the first non-failure label counts as a pass);
     `calibrations`: judge scorer -> `Calibration` (or a string saying why there is none)."""
     w, args = window("r", route, since, until)
-    rows = await store.fetch(_SQL.format(w=w), args)
+    d = store.dialect
+    rows = await store.fetch(_SQL.format(w=w, prompt_tokens=d.json_number("data", "prompt_tokens"),
+                                         completion_tokens=d.json_number("data", "completion_tokens")), args)
     cells: dict[tuple[str, str, str], dict[str, Any]] = defaultdict(
         lambda: {"kind": None, "n": 0, "passed": 0, "weight": 0.0, "weight_passed": 0.0, "errors": 0,
                  "cost_usd": 0.0, "prompt_tokens": 0, "completion_tokens": 0, "labels": {}})

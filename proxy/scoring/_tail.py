@@ -47,12 +47,11 @@ class StoreWorker:
     async def _late_batch(self) -> tuple[int, dict[str, Any] | None]:
         """Negative feedback that arrived after the outcomes cursor: a second sampling decision."""
         after = await self.cursor(":outcomes")
-        rows = await self._store.fetch(
-            "SELECT rowid, metric, value, request_id FROM outcomes WHERE rowid > ? AND level = 'inference' "
-            "ORDER BY rowid LIMIT ?", [after, self._batch_size])
-        if not rows:
+        rows, cursor_at = await self._store.tail("outcomes", "metric, value, request_id", "level = 'inference'",
+                                                 after, self._batch_size)
+        if cursor_at == after:
             return 0, None
-        for _, metric, value, request_id in rows:
+        for metric, value, request_id in rows:
             feedback = negative_feedback(SimpleNamespace(metric=metric, value=value, request_id=request_id),
                                          self._metrics.get(metric))
             if not feedback:
@@ -65,29 +64,27 @@ class StoreWorker:
             decision = self.scoring.decide_late(record, feedback)
             if decision is not None:
                 await self.scoring.score_item(record, row_input(row, decision.weight))
-        cursor = {"row": "cursor", "id": self._name + ":outcomes", "value": rows[-1][0], "updated_at": time.time()}
+        cursor = {"row": "cursor", "id": self._name + ":outcomes", "value": cursor_at, "updated_at": time.time()}
         return len(rows), cursor
 
     async def run_once(self) -> int:
         """Score the next batch of recorded answers; returns how many records were read."""
         after = await self.cursor()
-        rows = await self._store.fetch(
-            "SELECT rowid, data FROM records WHERE rowid > ? AND served = 1 ORDER BY rowid LIMIT ?",
-            [after, self._batch_size])
+        rows, cursor_at = await self._store.tail("records", "data", "served = 1", after, self._batch_size)
         self._pending.clear()
-        if not rows:
+        if cursor_at == after:
             late, cursor = await self._late_batch()
             if cursor is not None:
                 await self._store.write_records([*self._pending, cursor])
                 self._pending.clear()
             return late
-        for _, data in rows:
+        for (data,) in rows:
             row = orjson.loads(data)
             record = SimpleNamespace(**row)
             decision = self.scoring.decide(record)
             if decision is not None and decision.sampled:
                 await self.scoring.score_item(record, row_input(row, decision.weight))
-        cursor = {"row": "cursor", "id": self._name, "value": rows[-1][0], "updated_at": time.time()}
+        cursor = {"row": "cursor", "id": self._name, "value": cursor_at, "updated_at": time.time()}
         await self._store.write_records([*self._pending, cursor])  # scores and cursor: one transaction
         self._pending.clear()
         self.batches += 1

@@ -11,7 +11,9 @@ import orjson
 import pytest
 
 from proxy.records import Record, RecordStore, SQLiteStore, open_store
-from proxy.records._store import _MIGRATIONS, INDEXED_COLUMNS, REPORT_COLUMNS, SCHEMA_VERSION, _row_params
+from proxy.records._rows import INDEXED_COLUMNS, REPORT_COLUMNS
+from proxy.records._rows import row_params as _row_params
+from proxy.records._store import _MIGRATIONS, SCHEMA_VERSION
 
 
 def rec(i: int, **kw: object) -> Record:
