@@ -1,5 +1,5 @@
-"""The corpus builder's reads. All its SQL lives here (portable SQL, `?` placeholders), so a store
-port replaces this module only.
+"""The corpus builder's reads. All its SQL lives here: portable SQL with `?` placeholders, the JSON
+access spelled by the store's dialect, so it runs on SQLite and PostgreSQL alike.
 
 The store's `fetch` returns whole result sets, so nothing is read in one go: records are read in
 pages of a few hundred, by keyset on (started_at, id) over the index `records_route_served (route,
@@ -14,6 +14,9 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
+from proxy.records._dialect import Dialect
+from proxy.reports import _queries as report_queries
+
 __all__ = ["PAGE", "SCAN_FIELDS", "ScanRow", "count_served", "metric_kinds", "latest_outcomes", "rows_by_id", "scan_served", "scores_for"]
 
 PAGE = 500  # rows per page, and ids per IN list (well under every SQLite build's variable limit)
@@ -24,8 +27,7 @@ ScanRow = tuple[str, float, str | None, str, str]
 # `request_hash` is read from the row too: the store fills its column only for rows given as dicts; a
 # `Record` (what the recorder hands over) is hashed when sealed, after the columns are taken.
 SCAN_FIELDS = ("request", "template_ref", "capture", "episode_id", "params", "guards", "request_hash")
-# SQLite JSON1: one parse of `data` per row, several paths. PostgreSQL: jsonb_build_array(data->'request', …)
-_FACTS = "json_extract(data, " + ", ".join(f"'$.{name}'" for name in SCAN_FIELDS) + ")"
+# one parse of `data` per row, several paths (the store's dialect spells it)
 LatestOutcome = tuple[float, float, str]  # value, received_at, outcome id (the latest wins, as in the reports)
 
 
@@ -38,7 +40,7 @@ def _marks(n: int) -> str:
     return ", ".join("?" * n)
 
 
-def _page_query(route: str, since: float | None, until: float | None, last: tuple[float, str] | None,
+def _page_query(dialect: Dialect, route: str, since: float | None, until: float | None, last: tuple[float, str] | None,
                 page: int) -> tuple[str, list[Any]]:
     """The keyset query of the page after `last` (None: the first page)."""
     where = ["route = ?", "served = 1", "coalesce(attempt_reason, '') != 'shadow'"]
@@ -55,7 +57,8 @@ def _page_query(route: str, since: float | None, until: float | None, last: tupl
     if last is not None:
         where.append("(started_at > ? OR id > ?)")
         args += [last[0], last[1]]
-    return (f"SELECT id, started_at, request_hash, request_id, {_FACTS} FROM records WHERE {' AND '.join(where)} "
+    facts = dialect.json_fields("data", SCAN_FIELDS)
+    return (f"SELECT id, started_at, request_hash, request_id, {facts} FROM records WHERE {' AND '.join(where)} "
             f"ORDER BY started_at, id LIMIT ?", [*args, page])
 
 
@@ -66,12 +69,13 @@ async def scan_served(store: Any, route: str, since: float | None, until: float 
 
     The next page is read on read lane 1 while the caller works on this one (SQLite runs outside
     the GIL), so at most two pages are held at a time."""
-    rows = await store.fetch(*_page_query(route, since, until, None, page), lane=1)
+    rows = await store.fetch(*_page_query(store.dialect, route, since, until, None, page), lane=1)
     while rows:
         ahead: asyncio.Future[list[ScanRow]] | None = None
         if len(rows) == page:
             last = (rows[-1][1], rows[-1][0])
-            ahead = asyncio.ensure_future(store.fetch(*_page_query(route, since, until, last, page), lane=1))
+            ahead = asyncio.ensure_future(store.fetch(*_page_query(store.dialect, route, since, until, last, page),
+                                                      lane=1))
         try:
             yield rows
         except BaseException:
@@ -99,8 +103,7 @@ async def count_served(store: Any, route: str, since: float | None, until: float
 async def metric_kinds(store: Any) -> dict[str, tuple[set[str], bool]]:
     """metric -> (the levels it was reported at, whether every stored value is 0 or 1)."""
     out: dict[str, tuple[set[str], bool]] = {}
-    rows = await store.fetch("SELECT metric, level, count(*), sum(value NOT IN (0, 1)) FROM outcomes "
-                             "GROUP BY level, metric")
+    rows = await store.fetch(report_queries.metric_kinds())
     for metric, level, _n, non_binary in rows:
         levels, boolean = out.get(metric, (set(), True))
         levels.add(level)

@@ -5,7 +5,8 @@
 - `sqlite:///relative/path.db`, `sqlite:////absolute/path.db` (and `sqlite:///:memory:` for
   tests); query parameter `busy_timeout_ms` (default 2000), e.g. `sqlite:///rec.db?busy_timeout_ms=500`.
 - `none://`: recording off (records are counted and discarded; see `_null.py`).
-- `postgresql://…` comes with the scale-out work.
+- `postgresql://user:password@host:5432/db` (optional `?schema=name`): the PostgreSQL store
+  (`_postgres.py`), for several replicas and workers on one store.
 
 SQLite runs in WAL mode with synchronous=NORMAL (a power cut may lose the last transactions, never
 corrupt the file; the recorder's spill file covers crashes of the process). All writes run on ONE
@@ -515,9 +516,10 @@ def open_store(url: str, *, busy_timeout_ms: int | None = None) -> RecordStore:
         raise ValueError("records store URL must look like sqlite:///relative/path.db or "
                          "sqlite:////absolute/path.db")
     scheme = url.split("://", 1)[0].lower()
-    if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
-        raise ValueError("records store: postgresql:// comes with the scale-out work; "
-                         "use sqlite:///path/to/records.db for now")
+    if scheme in ("postgresql", "postgres"):
+        from proxy.records._postgres import open_postgres
+
+        return open_postgres(url)
     if scheme != "sqlite":
         raise ValueError(f"records store: unsupported URL scheme {scheme!r}; use "
                          "sqlite:///relative/path.db or sqlite:////absolute/path.db")

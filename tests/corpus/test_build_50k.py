@@ -50,6 +50,7 @@ class _CountingStore:
     def __init__(self, store: SQLiteStore) -> None:
         self._store = store
         self.url = store.url
+        self.dialect = store.dialect
         self.largest = 0
 
     async def fetch(self, sql: str, params: Any = (), *, lane: int = 0) -> list[tuple[Any, ...]]:
