@@ -1,6 +1,8 @@
-"""The recorder scenario: the real `proxy.records.Recorder` writing into SQLite, without a gateway.
+"""The recorder scenario: the real `proxy.records.Recorder` writing into SQLite (or PostgreSQL with
+`--store postgresql://…`), without a gateway.
 
     python -m bench.recorder [--rate 5000] [--seconds 10] [--baseline-seconds 5] [--max-records 100000]
+    python -m bench.recorder --store postgresql://postgres@127.0.0.1:5432/test   # a fresh schema per part
 
 Run once per bench (the harness pins it to the core of the system under test). Three parts, each
 on a uvloop event loop like the gateway's, with the gateway's recorder settings (Recorder defaults:
@@ -27,6 +29,7 @@ import argparse
 import asyncio
 import dataclasses
 import gc
+import os
 import shutil
 import sys
 import tempfile
@@ -97,8 +100,36 @@ def make_records(n: int, distinct: int = 20_000) -> list[Record]:
     return out
 
 
-async def sustained(workdir: Path, records: list[Record], rate: float, seconds: float) -> dict:
-    store = open_store(f"sqlite:///{workdir / 'rec-sustained.db'}")
+class _Store:
+    """A fresh store for one part: a SQLite file in `workdir`, or a PostgreSQL schema dropped after."""
+
+    def __init__(self, base: str | None, workdir: Path, part: str) -> None:
+        self.schema = f"bench_{part}_{os.getpid()}"
+        self.base = base
+        self.url = (f"{base}?schema={self.schema}" if base else f"sqlite:///{workdir / f'rec-{part}.db'}")
+        self.path = workdir / f"rec-{part}.db"
+
+    async def size(self, store: object) -> int:
+        if not self.base:
+            return self.path.stat().st_size
+        rows = await store.fetch("SELECT pg_total_relation_size('records')")  # type: ignore[attr-defined]
+        return int(rows[0][0])
+
+    async def drop(self) -> None:
+        if self.base:
+            import asyncpg
+
+            conn = await asyncpg.connect(self.base)
+            try:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+            finally:
+                await conn.close()
+
+
+async def sustained(workdir: Path, records: list[Record], rate: float, seconds: float,
+                    base: str | None = None) -> dict:
+    where = _Store(base, workdir, "sustained")
+    store = open_store(where.url)
     await store.open()
     rec = Recorder(store, spill_path=workdir / "rec-sustained.spill.jsonl")
     await rec.start()
@@ -129,6 +160,7 @@ async def sustained(workdir: Path, records: list[Record], rate: float, seconds: 
     final = rec.stats()
     await rec.stop()
     await store.close()
+    await where.drop()
     sent = state["sent"]
     return {
         "offered_per_s": rate, "seconds": round(window, 3), "submitted": sent,
@@ -143,9 +175,10 @@ async def sustained(workdir: Path, records: list[Record], rate: float, seconds: 
     }
 
 
-async def maximum(workdir: Path, records: list[Record], n: int) -> dict:
+async def maximum(workdir: Path, records: list[Record], n: int, base: str | None = None) -> dict:
     records = records[:n]
-    store = open_store(f"sqlite:///{workdir / 'rec-max.db'}")
+    where = _Store(base, workdir, "max")
+    store = open_store(where.url)
     await store.open()
     rec = Recorder(store, spill_path=workdir / "rec-max.spill.jsonl", buffer_size=max(n, 10_000))
     await rec.start()
@@ -158,8 +191,9 @@ async def maximum(workdir: Path, records: list[Record], n: int) -> dict:
     dt = time.perf_counter() - t0
     final = rec.stats()
     await rec.stop()
+    size = await where.size(store)
     await store.close()
-    size = (workdir / "rec-max.db").stat().st_size
+    await where.drop()
     return {"records": n, "seconds": round(dt, 3), "records_per_s": round(final["written"] / dt, 1),
             "written": final["written"], "spilled": final["spilled"], "dropped": final["dropped"],
             "submit_us_per_record": round(submit_s / n * 1e6, 3),
@@ -170,7 +204,8 @@ async def run(a: argparse.Namespace) -> dict:
     workdir = Path(a.dir) if a.dir else Path(tempfile.mkdtemp(prefix="sluicegate-bench-recorder-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        out: dict = {"rate": a.rate, "seconds": a.seconds, "max_records": a.max_records,
+        out: dict = {"store": "postgresql" if a.store else "sqlite",
+                     "rate": a.rate, "seconds": a.seconds, "max_records": a.max_records,
                      "settings": "Recorder defaults (buffer 10,000, batch 500, flush 50 ms); maximum: buffer "
                                  "sized to hold every record", "capture": "redacted",
                      "loop": type(asyncio.get_running_loop()).__module__.split(".")[0]}
@@ -178,9 +213,9 @@ async def run(a: argparse.Namespace) -> dict:
         records = make_records(max(int(a.rate * a.seconds * 1.05) + 10, a.max_records))
         out["build_s"] = round(time.perf_counter() - t, 2)
         out["baseline_loop_lag_ms"] = await baseline(a.baseline_seconds or a.seconds)
-        out["sustained"] = await sustained(workdir, records, a.rate, a.seconds)
+        out["sustained"] = await sustained(workdir, records, a.rate, a.seconds, a.store)
         if a.max_records:
-            out["maximum"] = await maximum(workdir, records, a.max_records)
+            out["maximum"] = await maximum(workdir, records, a.max_records, a.store)
         lag, base = out["sustained"]["loop_lag_ms"], out["baseline_loop_lag_ms"]
         out["loop_lag_added_ms"] = {q: round(lag[q] - base[q], 3) for q in ("p50", "p90", "p99", "p999", "max")
                                     if lag[q] is not None and base[q] is not None}
@@ -199,6 +234,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-records", type=int, default=100_000, help="records of the maximum part (0: skip it)")
     p.add_argument("--dir", help="where the SQLite files go (default: a temp dir, removed afterwards)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir")
+    p.add_argument("--store", metavar="POSTGRESQL_URL",
+                   help="write into PostgreSQL (a fresh schema per part, dropped afterwards) instead of SQLite")
     a = p.parse_args(argv)
     try:
         import uvloop

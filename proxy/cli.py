@@ -77,8 +77,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     policy = _load_policy(args.policy)
     if policy is None:
         return 1
+    from proxy.scoring import is_redis_url
+
+    if args.queue != "memory" and not is_redis_url(args.queue):
+        print(f"--queue {args.queue}: expected `memory` or a redis://, rediss:// or unix:// URL", file=sys.stderr)
+        return 2
+    queue_options = {k: v for k, v in (("stream", args.queue_stream), ("group", args.queue_group),
+                                       ("maxlen", args.queue_maxlen)) if v is not None}
     app = create_app(Settings(policy_path=args.policy, policy=policy, store_url=_store_url(args.store),
-                              scoring=args.scoring, watch_policy_s=args.watch_policy))
+                              scoring=args.scoring, watch_policy_s=args.watch_policy, queue_url=args.queue,
+                              queue_options=queue_options))
     config = uvicorn.Config(
         app, host=args.host, port=args.port, loop="uvloop", http="httptools", lifespan="on",
         access_log=False, log_level="warning", timeout_graceful_shutdown=args.graceful_timeout,
@@ -113,13 +121,12 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from proxy.logs import configure_logging
     from proxy.providers import build_provider
     from proxy.records import open_store
-    from proxy.scoring import JudgeBudget, Scoring, StoreWorker, build_scorers
+    from proxy.scoring import JudgeBudget, QueueWorker, Scoring, StoreWorker, build_scorers, is_redis_url, open_queue
     from proxy.scoring._trust import judge_spent_today
 
     configure_logging(json=None, level="info")
-    if args.queue != "store":
-        print(f"--queue {args.queue}: only `store` is implemented (redis:// comes with the scale-out work)",
-              file=sys.stderr)
+    if args.queue != "store" and not is_redis_url(args.queue):
+        print(f"--queue {args.queue}: expected `store` or a redis://, rediss:// or unix:// URL", file=sys.stderr)
         return 2
     policy = _load_policy(args.policy)
     if policy is None:
@@ -136,11 +143,24 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         await store.open()
         budget = JudgeBudget(policy.budgets.judge_usd_per_day, spent_today=await judge_spent_today(store))
         scorers = build_scorers(policy, providers, budget)
-        worker = StoreWorker(lambda sink: Scoring(policy, scorers, sink, budget=budget), store,
-                             name=args.name, batch_size=args.batch, metrics=policy.metrics)
+        queue = None
+        if args.queue == "store":
+            worker: StoreWorker | QueueWorker = StoreWorker(
+                lambda sink: Scoring(policy, scorers, sink, budget=budget), store,
+                name=args.name, batch_size=args.batch or 200, metrics=policy.metrics)
+        else:  # jobs the gateway offered to a Redis stream, shared with the group's other workers
+            options = {k: v for k, v in (("stream", args.queue_stream), ("group", args.queue_group)) if v}
+            queue = open_queue(args.queue, policy, consumer=args.consumer, max_deliveries=args.max_deliveries,
+                               **options)
+            await queue.start()
+            worker = QueueWorker(lambda sink, flush: Scoring(
+                policy, scorers, sink, queue=queue, budget=budget, store=store, flush=flush,
+                batch_size=args.batch or 16, visibility_s=args.visibility), store)
         try:
             await worker.run(once=args.once)
         finally:
+            if queue is not None:
+                await queue.close()
             for adapter in providers.values():
                 await adapter.close()
             await store.close()
@@ -232,6 +252,58 @@ def _cmd_canary(args: argparse.Namespace) -> int:
             await store.close()
 
     return asyncio.run(run())
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    """Apply the store's schema migrations (serving processes also do it when they open the store; run
+    this once before starting replicas, e.g. as an init container)."""
+    from proxy.records import open_store
+    from proxy.records._migrate import schema_versions
+
+    url = _store_url(args.store)
+
+    async def run() -> int:
+        before, target = await schema_versions(url)
+        if args.check:
+            behind = before is None or before < target
+            print(f"{open_store(url).url}: schema {before if before is not None else 'absent'}, this sluicegate "
+                  f"needs {target}" + (" — run `sluicegate migrate`" if behind else " (up to date)"))
+            return 1 if behind else 0
+        store = open_store(url)
+        await store.open()  # migrates, under the store's own lock (one process at a time)
+        await store.close()
+        after, _ = await schema_versions(url)
+        print(f"{store.url}: schema {before if before is not None else 'absent'} -> {after}")
+        return 0
+
+    return asyncio.run(run())
+
+
+def _cmd_prune(args: argparse.Namespace) -> int:
+    from proxy.records import open_store
+    from proxy.records._retention import prune
+
+    older_than = time.time() - parse_time(args.older_than)
+    if older_than <= 0:
+        print("--older-than: give an age such as 90d or 12h", file=sys.stderr)
+        return 2
+
+    def progress(table: str, total: int) -> None:
+        print(f"\rprune: {table}: {total:,} deleted", end="", file=sys.stderr, flush=True)
+
+    async def run() -> dict[str, int]:
+        store = open_store(_store_url(args.store))
+        await store.open()
+        try:
+            return await prune(store, older_than, batch=args.batch, progress=progress)
+        finally:
+            await store.close()
+
+    deleted = asyncio.run(run())
+    print(file=sys.stderr)
+    print("pruned " + ", ".join(f"{table} {n:,}" for table, n in deleted.items())
+          + f" (older than {args.older_than}; expired cache entries)")
+    return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -410,7 +482,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also run the built-in mock upstream here (demo; no provider keys needed)")
     serve.add_argument("--scoring", choices=("inprocess", "external"), default="inprocess",
                        help="inprocess: sampled answers are scored by a background task of this server; "
-                            "external: by `sluicegate worker` processes reading the store")
+                            "external: by `sluicegate worker` processes (reading the store, or the --queue)")
+    serve.add_argument("--queue", default="memory", metavar="URL",
+                       help="where sampled jobs go: `memory` (bounded, in this process; the default) or "
+                            "redis://HOST:PORT/DB (a Redis stream that `sluicegate worker --queue` processes share; "
+                            "with --scoring inprocess this server consumes it too)")
+    serve.add_argument("--queue-stream", metavar="NAME", help="the Redis stream (default sluicegate:scoring)")
+    serve.add_argument("--queue-group", metavar="NAME",
+                       help="the consumer group created with the stream (default: scorers:<hash of the scorer names>)")
+    serve.add_argument("--queue-maxlen", type=int, metavar="N",
+                       help="XADD MAXLEN ~ N (default 100000): a longer backlog loses its oldest jobs, counted")
     serve.add_argument("--watch-policy", type=float, nargs="?", const=1.0, default=None, metavar="SECONDS",
                        help="reload the policy when its file changes (checked every SECONDS, default 1); "
                             "SIGHUP and POST /admin/reload always work")
@@ -423,11 +504,20 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="score recorded answers (rule, LLM judge, review queue) from the store")
     worker.add_argument("--policy", required=True, help="policy YAML file (routes' sampling and scorers)")
     worker.add_argument("--store", help=f"store URL (default: $SLUICEGATE_STORE or {DEFAULT_STORE})")
-    worker.add_argument("--queue", default="store",
-                        help="where work comes from: `store` (records after this worker's cursor; the default) — "
-                             "redis:// comes with the scale-out work")
-    worker.add_argument("--name", default="default", help="the worker's cursor name")
-    worker.add_argument("--batch", type=int, default=200, help="records read per batch")
+    worker.add_argument("--queue", default="store", metavar="SOURCE",
+                        help="where work comes from: `store` (records after this worker's cursor; the default) or "
+                             "redis://HOST:PORT/DB (jobs `serve --queue redis://…` offered; workers share them)")
+    worker.add_argument("--queue-stream", metavar="NAME", help="the Redis stream (default sluicegate:scoring)")
+    worker.add_argument("--queue-group", metavar="NAME",
+                        help="the consumer group (default: scorers:<hash of the scorer names>, as the gateway's)")
+    worker.add_argument("--consumer", metavar="NAME", help="this worker's name in the group (default HOST:PID)")
+    worker.add_argument("--visibility", type=float, default=120.0, metavar="SECONDS",
+                        help="redis: a claimed job not acked within this long is taken over by another worker")
+    worker.add_argument("--max-deliveries", type=int, default=5, metavar="K",
+                        help="redis: a job delivered K times without success goes to the <stream>:dead stream")
+    worker.add_argument("--name", default="default", help="the worker's cursor name (--queue store)")
+    worker.add_argument("--batch", type=int, default=None,
+                        help="records read per batch (store; default 200) or jobs claimed per batch (redis; 16)")
     worker.add_argument("--once", action="store_true", help="score what is recorded now, then exit")
     worker.set_defaults(func=_cmd_worker)
 
@@ -449,6 +539,17 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate a policy file without serving")
     check.add_argument("policy")
     check.set_defaults(func=_cmd_check)
+
+    migrate = commands.add_parser("migrate", help="create or upgrade the store's schema, then exit")
+    migrate.add_argument("--store", help=f"store URL (default: $SLUICEGATE_STORE or {DEFAULT_STORE})")
+    migrate.add_argument("--check", action="store_true", help="only say whether a migration is needed (exit 1 if so)")
+    migrate.set_defaults(func=_cmd_migrate)
+
+    prune_ = commands.add_parser("prune", help="delete records, outcomes and scores older than an age, in batches")
+    prune_.add_argument("--older-than", required=True, metavar="AGE", help="e.g. 90d, 12h")
+    prune_.add_argument("--store", help=f"store URL (default: $SLUICEGATE_STORE or {DEFAULT_STORE})")
+    prune_.add_argument("--batch", type=int, default=5000, help="rows deleted per transaction (default 5000)")
+    prune_.set_defaults(func=_cmd_prune)
 
     export = commands.add_parser("export", help="print records as JSON lines, newest last")
     export.add_argument("--store", help=f"store URL (default: $SLUICEGATE_STORE or {DEFAULT_STORE})")
@@ -538,9 +639,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from proxy.records import StoreURLError
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except StoreURLError as exc:
+        print(f"sluicegate {args.command}: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

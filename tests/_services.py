@@ -1,4 +1,4 @@
-"""Real services for tests (Redis now, PostgreSQL later): reachable, or skipped with the reason.
+"""Real services for tests (Redis, PostgreSQL): reachable, or skipped with the reason.
 
 Locally a missing service skips its tests with a clear reason; in CI (`CI=true`) it fails them: the
 scale-out tests must run there, not quietly vanish. Import the fixtures into a test module:
@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-__all__ = ["redis_stream", "redis_url", "require_service"]
+__all__ = ["postgres_url", "redis_stream", "redis_url", "require_service"]
 
 REDIS_URL = os.environ.get("SLUICEGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -54,3 +54,21 @@ async def redis_stream(redis_url: str) -> AsyncIterator[str]:
         await client.delete(name, f"{name}:dead")
     finally:
         await client.aclose()
+
+
+POSTGRES_URL = os.environ.get("SLUICEGATE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """A store URL on a PostgreSQL schema of this test's own, dropped afterwards."""
+    import asyncpg
+
+    require_service("PostgreSQL", POSTGRES_URL, 5432, env_hint="SLUICEGATE_TEST_POSTGRES_URL")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    yield f"{POSTGRES_URL}?schema={schema}"
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()

@@ -10,7 +10,7 @@ from proxy.records._capture import (
 from proxy.records._model import Outcome, Record, new_id
 from proxy.records._recorder import Recorder
 from proxy.records._redact import DETECTORS, MASKS, Detector, find_pii, luhn_ok, redact_text, redact_value, scan
-from proxy.records._store import RecordStore, SQLiteStore, open_store
+from proxy.records._store import RecordStore, SQLiteStore, StoreURLError, open_store
 
 __all__ = [
     "CAPTURE_MODES",
@@ -22,6 +22,7 @@ __all__ = [
     "RecordStore",
     "Recorder",
     "SQLiteStore",
+    "StoreURLError",
     "capture_request",
     "capture_response",
     "extract_params",

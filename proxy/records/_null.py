@@ -49,5 +49,8 @@ class NullStore:
                    limit: int) -> tuple[list[tuple[Any, ...]], int]:
         return [], after
 
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return 0
+
     async def close(self) -> None:
         return None

@@ -32,6 +32,7 @@ import asyncpg
 from proxy.records._dialect import POSTGRES
 from proxy.records._model import Record
 from proxy.records._pg_schema import PG_MIGRATIONS, PG_SCHEMA_VERSION
+from proxy.records._store import StoreURLError
 from proxy.records._rows import INDEXED_COLUMNS, REPORT_COLUMNS, SIDE_TABLES, row_params, side_params, side_row
 
 __all__ = ["PostgresStore", "public_url", "to_numbered"]
@@ -247,6 +248,11 @@ class PostgresStore:
 
         return await self._run(f"lane{lane % READ_LANES}", run)
 
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        status = await self._run("write", lambda c: c.execute(to_numbered(sql), *params))
+        tail = status.rsplit(" ", 1)[-1]
+        return int(tail) if tail.isdigit() else 0
+
     async def tail(self, table: str, columns: str, where: str, after: int,
                    limit: int) -> tuple[list[tuple[Any, ...]], int]:
         """Rows of `table` written after cursor `after`, in commit order, and the new cursor.
@@ -280,10 +286,10 @@ def open_postgres(url: str) -> PostgresStore:
     params = parse_qs(query, keep_blank_values=True) if query else {}
     unknown = sorted(set(params) - {"schema"})
     if unknown:
-        raise ValueError(f"records store: unknown PostgreSQL URL parameter(s) {', '.join(unknown)}; known: schema")
+        raise StoreURLError(f"records store: unknown PostgreSQL URL parameter(s) {', '.join(unknown)}; known: schema")
     schema = params["schema"][-1] if "schema" in params else None
     if schema is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", schema):
-        raise ValueError("records store: schema must be a plain identifier (letters, digits, underscores)")
+        raise StoreURLError("records store: schema must be a plain identifier (letters, digits, underscores)")
     if base.startswith("postgres://"):
         base = "postgresql://" + base[len("postgres://"):]
     return PostgresStore(base, schema=schema)

@@ -43,9 +43,14 @@ from proxy.records._rows import (
     side_row,
 )
 
-__all__ = ["INDEXED_COLUMNS", "LOOKUP_LANE", "REPORT_COLUMNS", "SCHEMA_VERSION", "RecordStore", "SQLiteStore", "open_store"]
+__all__ = ["INDEXED_COLUMNS", "LOOKUP_LANE", "REPORT_COLUMNS", "SCHEMA_VERSION", "RecordStore", "SQLiteStore",
+           "StoreURLError", "open_store"]
 
 _T = TypeVar("_T")
+
+
+class StoreURLError(ValueError):
+    """A store URL that cannot be used; the message says what to write instead (never the password)."""
 
 
 @runtime_checkable
@@ -82,6 +87,9 @@ class RecordStore(Protocol):
                    limit: int) -> tuple[list[tuple[Any, ...]], int]:
         """Rows of `table` (`columns`, matching `where`) written after cursor `after`, in commit
         order, at most about `limit`; and the cursor to pass next time."""
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """One write statement in its own transaction (retention); returns the rows it changed."""
 
     async def close(self) -> None:
         """Release the connection and the thread. Idempotent."""
@@ -479,6 +487,21 @@ class SQLiteStore:
         statements must run on PostgreSQL later (`?` placeholders are translated there)."""
         return await self._read(self._fetch_sync, sql, params, lane=lane)
 
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return await self._call(self._execute_sync, sql, list(params))
+
+    def _execute_sync(self, sql: str, params: list[Any]) -> int:
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            changed = conn.execute(sql, params).rowcount
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return changed
+
     async def tail(self, table: str, columns: str, where: str, after: int,
                    limit: int) -> tuple[list[tuple[Any, ...]], int]:
         """By rowid: one writer at a time (BEGIN IMMEDIATE) makes rowid order the commit order."""
@@ -513,7 +536,7 @@ def open_store(url: str, *, busy_timeout_ms: int | None = None) -> RecordStore:
 
         return NullStore()
     if not isinstance(url, str) or "://" not in url:
-        raise ValueError("records store URL must look like sqlite:///relative/path.db or "
+        raise StoreURLError("records store URL must look like sqlite:///relative/path.db or "
                          "sqlite:////absolute/path.db")
     scheme = url.split("://", 1)[0].lower()
     if scheme in ("postgresql", "postgres"):
@@ -521,30 +544,30 @@ def open_store(url: str, *, busy_timeout_ms: int | None = None) -> RecordStore:
 
         return open_postgres(url)
     if scheme != "sqlite":
-        raise ValueError(f"records store: unsupported URL scheme {scheme!r}; use "
+        raise StoreURLError(f"records store: unsupported URL scheme {scheme!r}; use "
                          "sqlite:///relative/path.db or sqlite:////absolute/path.db")
     prefix = "sqlite:///"
     if not url.startswith(prefix):
-        raise ValueError("records store: a SQLite URL has three slashes before a relative path "
+        raise StoreURLError("records store: a SQLite URL has three slashes before a relative path "
                          "(sqlite:///records.db) and four before an absolute one (sqlite:////var/lib/records.db)")
     rest = url[len(prefix):]
     path, _, query = rest.partition("?")
     if not path:
-        raise ValueError("records store: the SQLite URL has no file path (sqlite:///records.db)")
+        raise StoreURLError("records store: the SQLite URL has no file path (sqlite:///records.db)")
     timeout = 2000
     if query:
         params = parse_qs(query, keep_blank_values=True)
         unknown = sorted(set(params) - {"busy_timeout_ms"})
         if unknown:
-            raise ValueError(f"records store: unknown SQLite URL parameter(s) {', '.join(unknown)}; "
+            raise StoreURLError(f"records store: unknown SQLite URL parameter(s) {', '.join(unknown)}; "
                              "known: busy_timeout_ms")
         if "busy_timeout_ms" in params:
             try:
                 timeout = int(params["busy_timeout_ms"][-1])
             except ValueError:
-                raise ValueError("records store: busy_timeout_ms must be an integer (milliseconds)") from None
+                raise StoreURLError("records store: busy_timeout_ms must be an integer (milliseconds)") from None
             if timeout < 0:
-                raise ValueError("records store: busy_timeout_ms must be >= 0")
+                raise StoreURLError("records store: busy_timeout_ms must be >= 0")
     if busy_timeout_ms is not None:
         timeout = busy_timeout_ms
     return SQLiteStore(path, busy_timeout_ms=timeout, url=f"{prefix}{path}")

@@ -29,7 +29,7 @@ from proxy.scoring._rules import RuleCheck
 from proxy.scoring._sampler import SampleDecision, Sampler, draw, facts_from_record
 from proxy.scoring._score import JUDGE_ERROR, Score, ScoreInput, answer_text
 
-__all__ = ["Job", "LateJob", "Scoring", "build_scorers", "negative_feedback", "row_input", "score_row"]
+__all__ = ["Job", "LateJob", "Scoring", "StoredJob", "build_scorers", "negative_feedback", "row_input", "score_row"]
 
 log = structlog.get_logger("sluicegate.scoring")
 
@@ -99,16 +99,19 @@ def negative_feedback(outcome: Any, metric: Any) -> frozenset[str]:
 
 
 _LATE_SQL = "SELECT data FROM records WHERE request_id = ? AND served = 1 ORDER BY attempt DESC LIMIT 1"
+_BY_ID_SQL = "SELECT data FROM records WHERE id = ?"
+RECORD_WAIT_S = 2.0  # how long after its offer a job may wait for its record to reach the store
 
 
 class LateJob:
     """Feedback arrived for a request: sample it again with that feedback (scored once at most)."""
 
-    __slots__ = ("request_id", "feedback")
+    __slots__ = ("request_id", "feedback", "offered_at")
 
-    def __init__(self, request_id: str, feedback: frozenset[str]) -> None:
+    def __init__(self, request_id: str, feedback: frozenset[str], offered_at: float | None = None) -> None:
         self.request_id = request_id
         self.feedback = feedback
+        self.offered_at = time.time() if offered_at is None else offered_at  # wall clock: see RECORD_WAIT_S
 
 
 class Job:
@@ -120,6 +123,23 @@ class Job:
         self.record = record
         self.weight = weight
         self.rule = rule
+
+
+class StoredJob:
+    """A sampled record known by its id: a `Job` that crossed a process boundary (a durable queue
+    carries ids, not records). The worker loads the row from the store; `offered_at` (wall clock)
+    bounds how long it waits for a record the gateway's recorder has not written yet."""
+
+    __slots__ = ("record_id", "request_id", "route", "weight", "rule", "offered_at")
+
+    def __init__(self, record_id: str, request_id: str, route: str, weight: float, rule: str,
+                 offered_at: float) -> None:
+        self.record_id = record_id
+        self.request_id = request_id
+        self.route = route
+        self.weight = weight
+        self.rule = rule
+        self.offered_at = offered_at
 
 
 def score_input(job: Job) -> ScoreInput | None:
@@ -156,10 +176,12 @@ class Scoring:
         self._budget = budget
         self._batch_size = batch_size
         self._visibility_s = visibility_s
+        self._by_scorer: dict[str, int] = {}
         self._counts = {"sampled": 0, "not_sampled": 0, "refused": 0, "scored": 0, "skipped_refs_only": 0,
                         "errors": 0, "to_review": 0, "sampled_late": 0}
         self._store = store
         self._flush = flush
+        self._next_full_log = 0.0
 
     @property
     def active(self) -> bool:
@@ -206,7 +228,11 @@ class Scoring:
             return
         if not self.queue.offer(record.id, Job(record, decision.weight, decision.rule)):
             self._counts["refused"] += 1
-            log.warning("scoring.queue_full", record_id=record.id, route=record.route, **self.queue.stats())
+            now = time.monotonic()
+            if now >= self._next_full_log:  # at most once a second: a queue stays full for a while (Redis down)
+                self._next_full_log = now + 1.0
+                log.warning("scoring.queue_full", record_id=record.id, route=record.route,
+                            refused=self._counts["refused"], **self.queue.stats())
 
     # ------------------------------------------------------------------ background worker
 
@@ -215,17 +241,41 @@ class Scoring:
         if isinstance(job, LateJob):
             await self._score_late(job)
             return
+        if isinstance(job, StoredJob):
+            await self._score_stored(job)
+            return
         await self.score_item(job.record, score_input(job))
+
+    async def _fetch_record(self, sql: str, key: str, offered_at: float) -> list[tuple[Any, ...]]:
+        """The stored row a job names. The recorder writes in batches, so a job can outrun its record:
+        flush this process's recorder, then, when the job came through a durable queue (its record may
+        be another process's), poll until `offered_at + RECORD_WAIT_S` (a batch's jobs are offered close
+        together, so a batch waits that long at most). Still missing (e.g. the gateway's store is down
+        and it spills): LookupError, so the job is not acked and comes back after the visibility timeout."""
+        rows = await self._store.fetch(sql, [key])
+        if not rows and self._flush is not None:
+            await self._flush()
+            rows = await self._store.fetch(sql, [key])
+        patient = getattr(self.queue, "durable", False)
+        while not rows and patient and time.time() < offered_at + RECORD_WAIT_S:
+            await asyncio.sleep(0.05)
+            rows = await self._store.fetch(sql, [key])
+        if not rows:
+            raise LookupError(f"{key} is not in the store yet")
+        return rows
+
+    async def _score_stored(self, job: StoredJob) -> None:
+        """Load the record by id and score it as stored."""
+        if self._store is None:
+            raise LookupError("a stored job needs a store to load its record from")
+        rows = await self._fetch_record(_BY_ID_SQL, job.record_id, job.offered_at)
+        row = orjson.loads(rows[0][0])
+        await self.score_item(SimpleNamespace(**row), row_input(row, job.weight))
 
     async def _score_late(self, job: LateJob) -> None:
         if self._store is None:
             return
-        rows = await self._store.fetch(_LATE_SQL, [job.request_id])
-        if not rows and self._flush is not None:  # feedback can outrun the recorder's last batch
-            await self._flush()
-            rows = await self._store.fetch(_LATE_SQL, [job.request_id])
-        if not rows:  # not written yet: not acked, so it comes back after the visibility timeout
-            raise LookupError(f"request {job.request_id} is not in the store yet")
+        rows = await self._fetch_record(_LATE_SQL, job.request_id, job.offered_at)
         row = orjson.loads(rows[0][0])
         record = SimpleNamespace(**row)
         decision = self.decide_late(record, job.feedback)
@@ -245,6 +295,7 @@ class Scoring:
             self._sink(score)
             scores.append(score)
             self._counts["scored"] += 1
+            self._by_scorer[name] = self._by_scorer.get(name, 0) + 1
         for name, config in self._humans.get(record.route, ()):
             reason = review_reason(name, config, record, scores)
             if reason is not None:
@@ -264,6 +315,8 @@ class Scoring:
                           error=f"{type(exc).__name__}: {exc}"[:300])
                 continue
             done.append(delivery.id)
+        if done and self._flush is not None and getattr(self.queue, "durable", False):
+            await self._flush()  # a durable queue is acked only once the scores are written (or spilled)
         await self.queue.ack(done)
         return len(done)
 
@@ -278,5 +331,5 @@ class Scoring:
                 await asyncio.sleep(1.0)
 
     def stats(self) -> dict[str, Any]:
-        return {**self._counts, "queue": self.queue.stats(),
+        return {**self._counts, "by_scorer": dict(self._by_scorer), "queue": self.queue.stats(),
                 "judge_budget": self._budget.state() if self._budget is not None else None}

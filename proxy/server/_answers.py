@@ -11,7 +11,7 @@ from proxy.logs import get_logger
 from proxy.records import Record
 from proxy.server._state import Gateway
 
-__all__ = ["PASSTHROUGH_VARIANT", "access_log", "describe_answer"]
+__all__ = ["PASSTHROUGH_VARIANT", "finish_request", "describe_answer"]
 
 log = get_logger("sluicegate.access")
 
@@ -34,7 +34,11 @@ def describe_answer(gateway: Gateway, record: Record, data: dict[str, Any]) -> N
         record.cost_usd = cost_usd(price_for(gateway.policy.models[record.variant]), record.usage)
 
 
-def access_log(request_id: str, route: str | None, variant: str | None, status: int, clock: float,
-            attempts: int | None, *, error: str | None = None, level: str = "info") -> None:
+def finish_request(gateway: Gateway, request_id: str, route: str | None, variant: str | None, status: int,
+                   clock: float, attempts: int | None, *, error: str | None = None, level: str = "info") -> None:
+    """The request is answered: one log line, and the request metrics."""
+    seconds = time.perf_counter() - clock
     getattr(log, level)("request", request_id=request_id, route=route, variant=variant, status=status,
-                        latency_ms=round((time.perf_counter() - clock) * 1000, 2), attempts=attempts, error=error)
+                        latency_ms=round(seconds * 1000, 2), attempts=attempts, error=error)
+    if gateway.metrics is not None:
+        gateway.metrics.request(route, variant, status, seconds)

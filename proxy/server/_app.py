@@ -22,6 +22,7 @@ from proxy.errors import SluicegateError, error_response
 from proxy.logs import flush_logs, get_logger, set_secrets
 from proxy.records import Recorder, open_store
 from proxy.server._cache import ResponseCache
+from proxy.server._metrics import Metrics, metrics_endpoint, report_figures
 from proxy.server._feedback_api import feedback, feedback_batch
 from proxy.server._gateway import build_providers, compile_routes
 from proxy.server._inference import serve_inference
@@ -31,7 +32,7 @@ from proxy.server._reports_api import reports, route_report
 from proxy.server._review_api import add_review, label_review, next_review
 from proxy.server._review_page import review_page
 from proxy.server._state import Gateway
-from proxy.scoring import build_scoring
+from proxy.scoring import build_scoring, open_queue
 from proxy.scoring._trust import judge_spent_today
 
 __all__ = ["Settings", "create_app", "default_spill_path"]
@@ -48,7 +49,10 @@ class Settings:
     transports: Mapping[str, httpx.AsyncBaseTransport] | None = None  # provider name -> transport (tests)
     recorder_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     scoring: str = "inprocess"  # inprocess: a background task scores; external: `sluicegate worker` does
+    queue_url: str = "memory"  # memory: in-process; redis://…: sampled jobs go to a Redis stream
+    queue_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # RedisStreamQueue's (stream, group, …)
     watch_policy_s: float | None = None  # poll the policy file this often and reload when it changes
+    report_metrics_every_s: float = 60.0  # success rate per variant for /metrics (one replica; 0: off)
 
 
 def default_spill_path(store_url: str) -> Path:
@@ -73,17 +77,27 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
                         **dict(settings.recorder_options))
     await recorder.start()
     scoring = None
-    if settings.scoring == "inprocess":
-        scoring = build_scoring(policy, providers, recorder, store, await _judge_spent(store))
+    # a durable queue: this gateway offers sampled jobs to it (and consumes them too with `inprocess`)
+    queue = open_queue(settings.queue_url, policy, consume=settings.scoring == "inprocess",
+                       **dict(settings.queue_options))
+    if settings.scoring == "inprocess" or queue is not None:
+        scoring = build_scoring(policy, providers, recorder, store, await _judge_spent(store), queue=queue)
+    app.state.scoring_queue = queue if scoring is not None else None
+    if app.state.scoring_queue is not None:
+        await app.state.scoring_queue.start()
+    app.state.metrics = Metrics(state=lambda: getattr(app.state, "gateway", None))
     app.state.gateway = Gateway(policy=policy, routes=compile_routes(policy), providers=providers,
                                 recorder=recorder, store=store, max_body_bytes=policy.server.max_body_bytes,
-                                scoring=scoring, cache=ResponseCache(store, recorder))
+                                scoring=scoring, cache=ResponseCache(store, recorder), metrics=app.state.metrics)
     app.state.scoring_task = (asyncio.create_task(scoring.run(), name="sluicegate-scoring")
-                              if scoring is not None else None)
+                              if scoring is not None and settings.scoring == "inprocess" else None)
     app.state.reloader = Reloader(app)
     # always running: a reload may add a canary route (the controller idles while there is none)
     app.state.canary_task = asyncio.create_task(_refresh_canary_stages(app), name="sluicegate-canary-stages")
     background = [app.state.canary_task]
+    if settings.report_metrics_every_s:
+        background.append(asyncio.create_task(_refresh_report_metrics(app, settings.report_metrics_every_s),
+                                              name="sluicegate-report-metrics"))
     if settings.watch_policy_s and settings.policy_path is not None:
         background.append(watch_policy_file(app.state.reloader, settings.policy_path, settings.watch_policy_s))
     log.info("ready", policy=str(policy.source), version=policy.version, routes=sorted(policy.routes),
@@ -105,6 +119,9 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
             log.info("scoring_stopped", **gateway.scoring.stats())
         await gateway.shadows.drain(timeout=5.0)
         log.info("shadows_stopped", **gateway.shadows.stats())
+        if app.state.scoring_queue is not None:  # after the shadows (they offer too); what is left is logged
+            await app.state.scoring_queue.close(timeout=5.0)
+            log.info("scoring_queue_closed", **app.state.scoring_queue.stats())
         await recorder.stop()
         await app.state.reloader.close_pending()
         for adapter in gateway.providers.values():
@@ -115,6 +132,23 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
 
 
 CANARY_REFRESH_S = 2.0
+REPORT_METRICS_LEASE = "report-metrics"
+
+
+async def _refresh_report_metrics(app: Starlette, every_s: float) -> None:
+    """The report's success rate per variant as gauges, computed by one replica (the lease holder)."""
+    from proxy.canary._controller import HOLDER
+    from proxy.reports import build_report, report_inputs
+
+    while True:
+        await asyncio.sleep(every_s)
+        gateway = app.state.gateway
+        try:
+            if await gateway.store.try_lease(REPORT_METRICS_LEASE, HOLDER, ttl_s=3 * every_s):
+                report = await build_report(gateway.store, **report_inputs(gateway.policy))
+                app.state.metrics.report = report_figures(report)
+        except Exception as exc:  # noqa: BLE001 - metrics must never take serving down
+            log.warning("report_metrics_failed", error=f"{type(exc).__name__}: {exc}"[:300])
 
 
 async def _refresh_canary_stages(app: Starlette) -> None:
@@ -193,6 +227,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/admin/reload", admin_reload, methods=["POST"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,

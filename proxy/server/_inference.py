@@ -27,7 +27,7 @@ from proxy.providers._retry import retry_delay, safe_to_retry
 from proxy.records import Record, new_id
 from proxy.guards import GuardResult
 from proxy.routing import Assignment, sticky_key
-from proxy.server._answers import PASSTHROUGH_VARIANT, access_log, describe_answer
+from proxy.server._answers import PASSTHROUGH_VARIANT, describe_answer, finish_request
 from proxy.server._cache import cache_key, completion_events
 from proxy.server._gateway import CompiledRoute
 from proxy.server._relay import RelayResponse, buffer_stream
@@ -94,7 +94,7 @@ async def serve_inference(request: Request, endpoint: str) -> Response:
                     reply = await _bounded(provider.send(call), call.timeout, record.provider)
             except UpstreamError as exc:
                 _finish_failed(record, exc)
-                gateway.recorder.submit(record)
+                gateway.record(record)
                 delay = _retry_delay(gateway, record.provider, exc, upstream_retries, deadline)
                 if delay is not None:  # the same upstream again, after the wait it asked for
                     log.info("upstream_retry", request_id=request_id, provider=exc.provider, variant=variant,
@@ -117,25 +117,25 @@ async def serve_inference(request: Request, endpoint: str) -> Response:
                 following = plan.after_guard_failure(fallbacks_only=action == "fallback")  # type: ignore[union-attr]
                 if following is not None:
                     record.served, record.outcome = False, "guard_failed"
-                    gateway.recorder.submit(record)
+                    gateway.record(record)
                     variant, reason, attempt, retries = following, "retry", attempt + 1, retries + 1
                     continue
             headers["x-sluicegate-guards"] = guard_header(failures)
             if action == "block" or (action in RETRY_ACTIONS and _blocks(route, failures)):
                 record.served, record.outcome, record.status = False, "guard_blocked", 422
-                gateway.recorder.submit(record)
+                gateway.record(record)
                 raise GuardBlocked(failures)
             gateway.served(record)
             if key is not None and not failures:
                 _keep_in_cache(gateway, route, key, record)
             if route is not None:
                 gateway.shadows.maybe_send(gateway, route, record, upstream_body)
-            access_log(request_id, route_name, variant, reply.status, clock, attempt)
+            finish_request(gateway, request_id, route_name, variant, reply.status, clock, attempt)
             media_type = "text/event-stream" if stream else "application/json"
             return Response(reply.content, status_code=reply.status, headers=headers, media_type=media_type)
     except SluicegateError as exc:
-        access_log(request_id, headers.get("x-sluicegate-route"), headers.get("x-sluicegate-variant"),
-                   exc.status, clock, None, error=exc.message, level=exc.log_level)
+        finish_request(gateway, request_id, headers.get("x-sluicegate-route"), headers.get("x-sluicegate-variant"),
+                       exc.status, clock, None, error=exc.message, level=exc.log_level)
         return error_response(exc, headers)
 
 
@@ -146,6 +146,8 @@ async def _answer_from_cache(gateway: Gateway, key: str, record: Record, body: d
     answer = await gateway.cache.get(key)
     if answer is None:
         headers["x-sluicegate-cache"] = "miss"
+        if gateway.metrics is not None:
+            gateway.metrics.cache_miss()
         return None
     failures = guards.run(upstream_body, answer) if guards is not None else []
     if failures:
@@ -159,8 +161,8 @@ async def _answer_from_cache(gateway: Gateway, key: str, record: Record, body: d
     record.cost_usd = 0.0  # nothing was paid for this answer
     headers["x-sluicegate-cache"] = "hit"
     headers["x-sluicegate-guards"] = "pass"
-    gateway.recorder.submit(record)  # not offered to scorers: this very answer had its chance when first served
-    access_log(record.request_id, record.route, record.variant, 200, clock, record.attempt)
+    gateway.record(record)  # not offered to scorers: this very answer had its chance when first served
+    finish_request(gateway, record.request_id, record.route, record.variant, 200, clock, record.attempt)
     if stream:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return Response(completion_events(answer, include_usage), headers=headers, media_type="text/event-stream")

@@ -22,7 +22,7 @@ from proxy.guards import GuardChain
 from proxy.logs import get_logger
 from proxy.providers import ProviderAdapter, UpstreamCall, UpstreamReply, UpstreamStream, event_data
 from proxy.records import Record
-from proxy.server._answers import access_log, describe_answer
+from proxy.server._answers import describe_answer, finish_request
 from proxy.server._state import Gateway
 
 __all__ = ["RelayResponse", "StreamTap", "buffer_stream"]
@@ -167,6 +167,6 @@ class RelayResponse:
             if self.on_done is not None:
                 self.on_done(record)
         else:
-            self.gateway.recorder.submit(record)
-        access_log(record.request_id, record.route, record.variant, 200, self.clock, record.attempt,
-                   error=error, level="info" if outcome == "ok" else "warning")
+            self.gateway.record(record)
+        finish_request(self.gateway, record.request_id, record.route, record.variant, 200, self.clock,
+                       record.attempt, error=error, level="info" if outcome == "ok" else "warning")

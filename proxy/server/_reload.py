@@ -109,8 +109,9 @@ class Reloader:
         task = getattr(self._app.state, "scoring_task", None)
         if task is not None:
             task.cancel()  # a job it had claimed is delivered again after the visibility timeout
+        consume = self._app.state.settings.scoring == "inprocess"  # external: `sluicegate worker` consumes
         self._app.state.scoring_task = (asyncio.create_task(scoring.run(), name="sluicegate-scoring")
-                                        if scoring is not None else None)
+                                        if scoring is not None and consume else None)
 
     def _close_later(self, adapters: list[Any]) -> None:
         async def close() -> None:

@@ -73,7 +73,7 @@ class Shadows:
             record.ended_at = time.time()
             record.latency_ms = round((time.perf_counter() - clock) * 1000, 3)
             record.upstream_status, record.outcome, record.error = exc.upstream_status, exc.outcome, exc.message
-            gateway.recorder.submit(record)
+            gateway.record(record)
             return
         except Exception as exc:  # noqa: BLE001 - a shadow must never take anything down
             self.counts["failed"] += 1
@@ -89,7 +89,7 @@ class Shadows:
         describe_answer(gateway, record, reply.data)
         if route.guards is not None:
             record.guards = [failure.to_dict() for failure in route.guards.run(body, reply.data)]
-        gateway.recorder.submit(record)
+        gateway.record(record)
         if gateway.scoring is not None:
             gateway.scoring.offer(record)
 

@@ -26,9 +26,16 @@ class Gateway:
     shadows: Shadows = dataclasses.field(default_factory=Shadows)  # background shadow calls
     canary_stages: dict[str, tuple[float, str]] = dataclasses.field(default_factory=dict)  # from the store
     cache: Any = None  # proxy.server._cache.ResponseCache: the output cache of `cache:` routes
+    metrics: Any = None  # proxy.server._metrics.Metrics
+
+    def record(self, record: Any) -> None:
+        """A finished attempt: counted, then handed to the recorder."""
+        if self.metrics is not None:
+            self.metrics.attempt(record)
+        self.recorder.submit(record)
 
     def served(self, record: Any) -> None:
-        """Hand over the record of an answer the client got: to the recorder, then to sampling."""
-        self.recorder.submit(record)
+        """The record of an answer the client got: recorded, then offered to sampling."""
+        self.record(record)
         if self.scoring is not None:
             self.scoring.offer(record)

@@ -3,9 +3,7 @@ to the same SQL — every report section is computed on both from the same rows 
 
 from __future__ import annotations
 
-import os
 import random
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,24 +11,14 @@ from typing import Any
 import pytest
 
 from proxy.records import Outcome, Record, new_id, open_store
-from tests._services import require_service
+from tests._services import POSTGRES_URL, postgres_url  # noqa: F401 (fixture)
 
-PG_URL = os.environ.get("SLUICEGATE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+PG_URL = POSTGRES_URL
 
 
 @pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
-    """A store URL on a schema of this test's own, dropped afterwards."""
-    import asyncpg
-
-    require_service("PostgreSQL", PG_URL, 5432, env_hint="SLUICEGATE_TEST_POSTGRES_URL")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    yield f"{PG_URL}?schema={schema}"
-    conn = await asyncpg.connect(PG_URL)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
+def pg_url(postgres_url: str) -> str:
+    return postgres_url
 
 
 @pytest.fixture

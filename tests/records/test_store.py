@@ -47,11 +47,13 @@ def test_open_store_urls(tmp_path: Path) -> None:
     assert open_store("sqlite:////var/lib/x.db?busy_timeout_ms=250").busy_timeout_ms == 250
     assert open_store("sqlite:////var/lib/x.db", busy_timeout_ms=10).busy_timeout_ms == 10
     assert open_store("sqlite:///:memory:").path == ":memory:"
+    pg = open_store("postgres://sg:hunter2@db:5433/sluice?schema=prod")
+    assert pg.dialect.name == "postgresql" and pg.url == "postgresql://sg@db:5433/sluice?schema=prod"
 
 
 @pytest.mark.parametrize("url,message", [
-    ("postgresql://user:hunter2@db/sluicegate", "postgresql:// comes with the scale-out work"),
-    ("postgres://user:hunter2@db/sluicegate", "postgresql:// comes with the scale-out work"),
+    ("postgresql://user:hunter2@db/sluicegate?pool=3", "unknown PostgreSQL URL parameter"),
+    ("postgres://user:hunter2@db/sluicegate?schema=a-b", "schema must be a plain identifier"),
     ("mysql://user:hunter2@db/x", "unsupported URL scheme 'mysql'"),
     ("sqlite://records.db", "three slashes"),
     ("sqlite:///", "no file path"),

@@ -1,0 +1,189 @@
+"""Prometheus metrics at `/metrics`.
+
+Two kinds, kept apart so the request path pays only for what only it can see:
+- events, counted as they happen: requests and their latency (`request`), and per attempt record
+  (`attempt`) upstream latency and errors by provider, guard failures by class and severity,
+  fallbacks, retries, time to first token, cache hits;
+- state, read when Prometheus scrapes (`_StateCollector`): the recorder's buffer, written, spilled
+  and dropped counts, the scoring queue's depth, lag and drops, scores and judge cost, canary stages,
+  and the report's success rate per variant (refreshed every minute by one replica).
+
+Label sets are bounded: route, variant, provider, status, taxonomy class, severity, scorer — never
+a request id or a user. Each app has its own registry (several apps in one test process must not
+share counters). With `PROMETHEUS_MULTIPROC_DIR` set (several worker processes behind one port),
+`/metrics` aggregates the event metrics of every process; state is then the scraping process's own.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+
+__all__ = ["Metrics", "metrics_endpoint", "report_figures"]
+
+# seconds: LLM calls run from tens of milliseconds (cached, small) to minutes (long generations)
+LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    def __init__(self, state: Callable[[], Any] | None = None) -> None:
+        """`state()` returns the current Gateway (read at scrape time; a reload replaces it)."""
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("sluicegate_requests", "Requests answered, by route, variant and HTTP status",
+                                ["route", "variant", "status"], registry=r)
+        self.duration = Histogram("sluicegate_request_duration_seconds", "Time from request to the end of the answer",
+                                  ["route", "variant"], buckets=LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram("sluicegate_time_to_first_token_seconds", "Time to the first streamed event",
+                              ["route", "variant"], buckets=TTFT_BUCKETS, registry=r)
+        self.upstream = Histogram("sluicegate_upstream_duration_seconds", "Upstream call latency per attempt",
+                                  ["provider"], buckets=LATENCY_BUCKETS, registry=r)
+        self.upstream_errors = Counter("sluicegate_upstream_errors", "Attempts that got no usable answer",
+                                       ["provider", "outcome"], registry=r)
+        self.guard_failures = Counter("sluicegate_guard_failures", "Failed guards by class and severity",
+                                      ["route", "variant", "taxonomy", "severity"], registry=r)
+        self.fallbacks = Counter("sluicegate_fallbacks", "Attempts on a fallback variant", ["route"], registry=r)
+        self.retries = Counter("sluicegate_retries", "Attempts retried (upstream retry or after a guard failure)",
+                               ["route"], registry=r)
+        self.cache = Counter("sluicegate_cache_requests", "Output cache look-ups", ["result"], registry=r)
+        self.report: dict[tuple[str, str, str], tuple[float | None, int]] = {}  # (route, variant, metric) -> rate, n
+        self._children: dict[tuple[Any, ...], Any] = {}
+        if state is not None and not self.multiprocess:
+            r.register(_StateCollector(state, self))
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, remembered: the lookup costs more than the increment."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def request(self, route: str | None, variant: str | None, status: int, seconds: float) -> None:
+        route, variant = route or "-", variant or "-"
+        self._child(self.requests, route, variant, str(status)).inc()
+        self._child(self.duration, route, variant).observe(seconds)
+
+    def attempt(self, record: Any) -> None:
+        """One finished attempt (its record), served or not."""
+        route, variant = record.route, record.variant
+        if record.cache_hit:
+            self._child(self.cache, "hit").inc()
+            return
+        if record.latency_ms is not None and record.upstream_status is not None:
+            self._child(self.upstream, record.provider).observe(record.latency_ms / 1000)
+        if record.outcome not in ("ok", "guard_failed", "guard_blocked", "client_disconnected"):
+            self._child(self.upstream_errors, record.provider, record.outcome).inc()
+        for guard in record.guards:
+            if not guard.get("passed"):
+                self._child(self.guard_failures, route, variant, str(guard.get("taxonomy")),
+                            str(guard.get("severity"))).inc()
+        if record.attempt_reason == "fallback":
+            self._child(self.fallbacks, route).inc()
+        elif record.attempt_reason == "retry":
+            self._child(self.retries, route).inc()
+        if record.served and record.ttft_ms is not None:
+            self._child(self.ttft, route, variant).observe(record.ttft_ms / 1000)
+
+    def cache_miss(self) -> None:
+        self._child(self.cache, "miss").inc()
+
+    def render(self) -> bytes:
+        if self.multiprocess:
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+
+class _StateCollector(Collector):
+    """Figures that already exist as state, read at scrape time (nothing on the request path)."""
+
+    def __init__(self, state: Callable[[], Any], metrics: Metrics) -> None:
+        self._state = state
+        self._metrics = metrics
+
+    def describe(self) -> list[Any]:
+        return []  # collected lazily: the families depend on what is running
+
+    def collect(self) -> Iterator[Any]:
+        gateway = self._state()
+        if gateway is None:
+            return
+        rec = gateway.recorder.stats()
+        yield GaugeMetricFamily("sluicegate_recorder_buffered", "Records waiting to be written", value=rec["buffered"])
+        for name, key, help_ in (("written", "written", "Records written to the store"),
+                                 ("spilled", "spilled", "Records spilled to the local file (store slow or down)"),
+                                 ("dropped", "dropped", "Records lost (spill file unwritable): should stay 0")):
+            yield CounterMetricFamily(f"sluicegate_recorder_{name}", help_, value=rec[key])
+        yield from self._scoring(gateway)
+        canary = GaugeMetricFamily("sluicegate_canary_stage_percent", "Candidate share of a canary route", labels=["route"])
+        for name, route in gateway.policy.routes.items():
+            if route.canary is not None:
+                stored = gateway.canary_stages.get(name)
+                canary.add_metric([name], stored[0] if stored is not None else float(route.canary.stages[0]))
+        yield canary
+        rate = GaugeMetricFamily("sluicegate_success_rate", "Success rate per variant (latest report, every minute)",
+                                 labels=["route", "variant", "metric"])
+        count = GaugeMetricFamily("sluicegate_outcomes", "Outcomes behind sluicegate_success_rate",
+                                  labels=["route", "variant", "metric"])
+        for labels, (value, n) in sorted(self._metrics.report.items()):
+            if value is not None:
+                rate.add_metric(list(labels), value)
+            count.add_metric(list(labels), n)
+        yield rate
+        yield count
+
+    def _scoring(self, gateway: Any) -> Iterator[Any]:
+        if gateway.scoring is None:
+            return
+        stats = gateway.scoring.stats()
+        queue = stats.get("queue") or {}
+        depth = _first_number(queue, "depth", "ready", "length") or 0
+        yield GaugeMetricFamily("sluicegate_scoring_queue_depth", "Sampled jobs waiting in the queue", value=depth)
+        yield GaugeMetricFamily("sluicegate_scoring_queue_lag", "Jobs offered but not yet consumed (incl. in flight)",
+                                value=_first_number(queue, "lag") or depth + (queue.get("in_flight") or 0))
+        yield CounterMetricFamily("sluicegate_scoring_dropped", "Sampled jobs refused (queue full or down)",
+                                  value=stats.get("refused", 0) + (queue.get("dropped", 0) or 0))
+        scored = CounterMetricFamily("sluicegate_scored", "Scores written", labels=["scorer"])
+        for scorer, n in sorted((stats.get("by_scorer") or {}).items()):
+            scored.add_metric([scorer], n)
+        yield scored
+        budget = stats.get("judge_budget") or {}
+        yield CounterMetricFamily("sluicegate_judge_cost_usd", "LLM judge spend today (UTC), USD",
+                                  value=budget.get("spent_today_usd", 0.0) or 0.0)
+
+
+def _first_number(stats: dict[str, Any], *keys: str) -> float | None:
+    for key in keys:
+        value = stats.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value
+    return None
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    metrics: Metrics = request.app.state.metrics
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def report_figures(report: dict[str, Any]) -> dict[tuple[str, str, str], tuple[float | None, int]]:
+    """(route, variant, metric) -> (success rate, outcomes) of every boolean metric in a report."""
+    out: dict[tuple[str, str, str], tuple[float | None, int]] = {}
+    for route in report["routes"]:
+        for arm in route["arms"]:
+            for metric, figures in arm["metrics"].items():
+                if "rate" in figures and figures["n"]:
+                    out[(route["route"], arm["variant"], metric)] = (figures["rate"], int(figures["n"]))
+    return out
