@@ -156,8 +156,20 @@ def _cmd_worker(args: argparse.Namespace) -> int:
             worker = QueueWorker(lambda sink, flush: Scoring(
                 policy, scorers, sink, queue=queue, budget=budget, store=store, flush=flush,
                 batch_size=args.batch or 16, visibility_s=args.visibility), store)
+        import signal
+
+        import structlog
+
+        structlog.get_logger("sluicegate.worker").info(
+            "worker.started", queue=args.queue if queue is None else queue.stats().get("stream"),
+            group=None if queue is None else queue.stats().get("group"), consumer=args.consumer)
+        running = asyncio.create_task(worker.run(once=args.once))
+        for sig in (signal.SIGTERM, signal.SIGINT):  # stop between batches: what was claimed comes back later
+            asyncio.get_running_loop().add_signal_handler(sig, running.cancel)
         try:
-            await worker.run(once=args.once)
+            await running
+        except asyncio.CancelledError:
+            pass
         finally:
             if queue is not None:
                 await queue.close()

@@ -212,7 +212,7 @@ class PostgresStore:
         is not needed: PostgreSQL frees the lock the moment the connection drops)."""
         if name in self._lease_held:
             return True
-        key = zlib.crc32(name.encode())
+        key = zlib.crc32(f"{self.schema or ''}:{name}".encode())  # advisory locks are per database, not schema
         got = await self._run("lease", lambda c: c.fetchval("SELECT pg_try_advisory_lock($1)", key))
         if got:
             self._lease_held.add(name)

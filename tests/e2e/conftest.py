@@ -65,12 +65,15 @@ class Proc:
 
 
 class Gateway(Proc):
-    def __init__(self, policy: Path, store: Path, log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, policy: Path, store: Path | str, log: Path, env: dict[str, str] | None = None,
+                 args: list[str] | None = None) -> None:
+        """`store`: an SQLite file, or a store URL."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.store = store
+        url = store if isinstance(store, str) else f"sqlite:///{store}"
         super().__init__([*SLUICEGATE, "serve", "--policy", str(policy), "--port", str(self.port),
-                          "--store", f"sqlite:///{store}", "--log-format", "json"], log,
+                          "--store", url, "--log-format", "json", *(args or [])], log,
                          {"TEST_PROVIDER_KEY": PROVIDER_KEY, **(env or {})})
         wait_http(f"{self.url}/readyz", self.proc, log)
 
