@@ -136,3 +136,24 @@ async def test_scoring_figures_appear_once_answers_are_scored(tmp_path: Path) ->
             m = samples((await client.get("/metrics")).text)
     assert value(m, "sluicegate_scored_total", scorer="short") == 3
     assert value(m, "sluicegate_scoring_queue_depth") == 0 and value(m, "sluicegate_scoring_dropped_total") == 0
+
+
+def test_multiprocess_mode_aggregates_counters_across_processes(tmp_path: Path) -> None:
+    """With PROMETHEUS_MULTIPROC_DIR, two processes' request counts add up in one /metrics output."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "from proxy.server._metrics import Metrics\n"
+        "m = Metrics()\n"
+        "m.request('bot', 'prod', 200, 0.1)\n"
+        "m.request('bot', 'prod', 200, 0.2)\n"
+        "import sys; sys.stdout.write(m.render().decode())\n"
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    first = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    second = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    assert value(samples(first.stdout), "sluicegate_requests_total", route="bot", variant="prod", status="200") == 2
+    assert value(samples(second.stdout), "sluicegate_requests_total", route="bot", variant="prod", status="200") == 4
