@@ -163,6 +163,10 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         structlog.get_logger("sluicegate.worker").info(
             "worker.started", queue=args.queue if queue is None else queue.stats().get("stream"),
             group=None if queue is None else queue.stats().get("group"), consumer=args.consumer)
+        if args.metrics_port:
+            from proxy.server._metrics import serve_worker_metrics
+
+            serve_worker_metrics(worker.scoring.stats, args.metrics_port, args.metrics_host)
         running = asyncio.create_task(worker.run(once=args.once))
         for sig in (signal.SIGTERM, signal.SIGINT):  # stop between batches: what was claimed comes back later
             asyncio.get_running_loop().add_signal_handler(sig, running.cancel)
@@ -531,6 +535,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--batch", type=int, default=None,
                         help="records read per batch (store; default 200) or jobs claimed per batch (redis; 16)")
     worker.add_argument("--once", action="store_true", help="score what is recorded now, then exit")
+    worker.add_argument("--metrics-port", type=int, default=0, metavar="PORT",
+                        help="serve this worker's scoring metrics (Prometheus) on PORT (default: off)")
+    worker.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port (0.0.0.0 in a container)")
     worker.set_defaults(func=_cmd_worker)
 
     canary = commands.add_parser("canary", help="a canary route's stage and decisions; manual promote / rollback")

@@ -26,7 +26,7 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
-__all__ = ["Metrics", "metrics_endpoint", "report_figures"]
+__all__ = ["Metrics", "metrics_endpoint", "report_figures", "scoring_families", "serve_worker_metrics"]
 
 # seconds: LLM calls run from tens of milliseconds (cached, small) to minutes (long generations)
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
@@ -127,7 +127,8 @@ class _StateCollector(Collector):
                                  ("spilled", "spilled", "Records spilled to the local file (store slow or down)"),
                                  ("dropped", "dropped", "Records lost (spill file unwritable): should stay 0")):
             yield CounterMetricFamily(f"sluicegate_recorder_{name}", help_, value=rec[key])
-        yield from self._scoring(gateway)
+        if gateway.scoring is not None:
+            yield from scoring_families(gateway.scoring.stats())
         canary = GaugeMetricFamily("sluicegate_canary_stage_percent", "Candidate share of a canary route", labels=["route"])
         for name, route in gateway.policy.routes.items():
             if route.canary is not None:
@@ -145,24 +146,45 @@ class _StateCollector(Collector):
         yield rate
         yield count
 
-    def _scoring(self, gateway: Any) -> Iterator[Any]:
-        if gateway.scoring is None:
-            return
-        stats = gateway.scoring.stats()
-        queue = stats.get("queue") or {}
-        depth = _first_number(queue, "depth", "ready", "length") or 0
-        yield GaugeMetricFamily("sluicegate_scoring_queue_depth", "Sampled jobs waiting in the queue", value=depth)
-        yield GaugeMetricFamily("sluicegate_scoring_queue_lag", "Jobs offered but not yet consumed (incl. in flight)",
-                                value=_first_number(queue, "lag") or depth + (queue.get("in_flight") or 0))
-        yield CounterMetricFamily("sluicegate_scoring_dropped", "Sampled jobs refused (queue full or down)",
-                                  value=stats.get("refused", 0) + (queue.get("dropped", 0) or 0))
-        scored = CounterMetricFamily("sluicegate_scored", "Scores written", labels=["scorer"])
-        for scorer, n in sorted((stats.get("by_scorer") or {}).items()):
-            scored.add_metric([scorer], n)
-        yield scored
-        budget = stats.get("judge_budget") or {}
-        yield CounterMetricFamily("sluicegate_judge_cost_usd", "LLM judge spend today (UTC), USD",
-                                  value=budget.get("spent_today_usd", 0.0) or 0.0)
+
+def scoring_families(stats: dict[str, Any]) -> Iterator[Any]:
+    """The scoring figures of a `Scoring.stats()`: a gateway's, or a `sluicegate worker`'s own."""
+    queue = stats.get("queue") or {}
+    # waiting = not yet handed to a consumer: the memory queue's `ready`, the Redis group's `lag`
+    depth = _first_number(queue, "ready", "lag") or 0
+    lag = _first_number(queue, "lag")
+    yield GaugeMetricFamily("sluicegate_scoring_queue_depth", "Sampled jobs waiting in the queue", value=depth)
+    yield GaugeMetricFamily("sluicegate_scoring_queue_lag", "Jobs offered but not yet consumed (incl. in flight)",
+                            value=lag if lag is not None else depth + (queue.get("in_flight") or 0))
+    yield CounterMetricFamily("sluicegate_scoring_dropped", "Sampled jobs refused (queue full or down)",
+                              value=stats.get("refused", 0) + (queue.get("dropped", 0) or 0))
+    scored = CounterMetricFamily("sluicegate_scored", "Scores written", labels=["scorer"])
+    for scorer, n in sorted((stats.get("by_scorer") or {}).items()):
+        scored.add_metric([scorer], n)
+    yield scored
+    budget = stats.get("judge_budget") or {}
+    yield CounterMetricFamily("sluicegate_judge_cost_usd", "LLM judge spend today (UTC), USD",
+                              value=budget.get("spent_today_usd", 0.0) or 0.0)
+
+
+class _WorkerCollector(Collector):
+    def __init__(self, stats: Callable[[], dict[str, Any]]) -> None:
+        self._stats = stats
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        yield from scoring_families(self._stats())
+
+
+def serve_worker_metrics(stats: Callable[[], dict[str, Any]], port: int, host: str = "0.0.0.0") -> None:
+    """`sluicegate worker --metrics-port`: its scoring figures on http://host:port/metrics (a thread)."""
+    from prometheus_client import start_http_server
+
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(_WorkerCollector(stats))
+    start_http_server(port, addr=host, registry=registry)
 
 
 def _first_number(stats: dict[str, Any], *keys: str) -> float | None:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests._services import POSTGRES_URL, postgres_url, redis_stream, redis_url  # noqa: F401 (fixtures)
-from tests.e2e.conftest import SLUICEGATE, Gateway, Proc
+from tests.e2e.conftest import SLUICEGATE, Gateway, Proc, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -76,8 +76,10 @@ def test_two_replicas_and_two_workers_on_postgres_and_redis(tmp_path: Path, mock
     assert migrated.returncode == 0, migrated.stderr
     replicas = [Gateway(policy, postgres_url, tmp_path / f"gw{i}.log", args=["--scoring", "external", *queue])
                 for i in range(2)]
+    metrics_port = free_port()
     workers = [Proc([*SLUICEGATE, "worker", "--policy", str(policy), "--store", postgres_url, *queue,
-                     "--consumer", f"w{i}", "--batch", "1"], tmp_path / f"worker{i}.log") for i in range(2)]
+                     "--consumer", f"w{i}", "--batch", "1", *(["--metrics-port", str(metrics_port)] if i == 0 else [])],
+                    tmp_path / f"worker{i}.log") for i in range(2)]
     try:
         wait_for(lambda: all("worker.started" in w.log_path.read_text() for w in workers))
         sent: dict[str, str] = {}
@@ -112,6 +114,12 @@ def test_two_replicas_and_two_workers_on_postgres_and_redis(tmp_path: Path, mock
         assert sum(a["metrics"]["resolved"]["n"] for a in arms.values()) == N
         assert {v: arms[v]["requests"] for v in arms} == {v: list(sent.values()).count(v) for v in arms}
         assert sum(reports[0]["scores"]["routes"]["bot"][v]["short"]["n"] for v in arms) == N
+
+        # the worker's own metrics: what it scored (gateways with --scoring external score nothing)
+        worker_metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+        scored_here = float(next(line.split()[-1] for line in worker_metrics.splitlines()
+                                 if line.startswith('sluicegate_scored_total{scorer="short"}')))
+        assert 0 < scored_here <= N
 
         # one controller: the advisory lock is held by exactly one session
         key = zlib.crc32(f"{pg_dsn_schema(postgres_url)[1]}:canary-controller".encode())

@@ -157,3 +157,18 @@ def test_multiprocess_mode_aggregates_counters_across_processes(tmp_path: Path) 
     assert first.returncode == second.returncode == 0, first.stderr + second.stderr
     assert value(samples(first.stdout), "sluicegate_requests_total", route="bot", variant="prod", status="200") == 2
     assert value(samples(second.stdout), "sluicegate_requests_total", route="bot", variant="prod", status="200") == 4
+
+
+def test_queue_gauges_read_zero_when_the_redis_group_has_caught_up() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from proxy.server._metrics import _WorkerCollector
+
+    stats = {"scored": 4, "by_scorer": {"short": 4}, "refused": 0,
+             "queue": {"backend": "redis", "length": 4, "lag": 0, "pending": 0, "dropped": 1}}
+    registry = CollectorRegistry()
+    registry.register(_WorkerCollector(lambda: stats))
+    m = samples(generate_latest(registry).decode())
+    assert value(m, "sluicegate_scoring_queue_depth") == 0 and value(m, "sluicegate_scoring_queue_lag") == 0
+    assert value(m, "sluicegate_scored_total", scorer="short") == 4
+    assert value(m, "sluicegate_scoring_dropped_total") == 1
