@@ -73,10 +73,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from proxy.logs import configure_logging
     from proxy.server import Settings, create_app, run_servers
 
-    configure_logging(json=None if args.log_format == "auto" else args.log_format == "json", level=args.log_level)
     policy = _load_policy(args.policy)
     if policy is None:
         return 1
+    if not policy.auth.keys and not _loopback(args.host) and not args.allow_unauthenticated:
+        print(f"serve: the policy has no caller keys (auth.keys), so anyone who reaches {args.host}:{args.port} "
+              "could call your providers on your account. Add keys (`sluicegate keys hash`), bind to 127.0.0.1, "
+              "or pass --allow-unauthenticated if a proxy in front already authenticates callers.", file=sys.stderr)
+        return 2
+    configure_logging(json=None if args.log_format == "auto" else args.log_format == "json", level=args.log_level)
     from proxy.scoring import is_redis_url
 
     if args.queue != "memory" and not is_redis_url(args.queue):
@@ -91,6 +96,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         app, host=args.host, port=args.port, loop="uvloop", http="httptools", lifespan="on",
         access_log=False, log_level="warning", timeout_graceful_shutdown=args.graceful_timeout,
         backlog=2048, server_header=False, proxy_headers=False,
+        timeout_keep_alive=5,  # an idle keep-alive connection is closed after 5 s (slow-client protection)
     )
     configs = [config]
     if args.mock_upstream:
@@ -101,6 +107,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                                       http="httptools", access_log=False, log_level="warning", lifespan="off"))
     run_servers(configs)
     return 0
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _cmd_keys(args: argparse.Namespace) -> int:
@@ -508,6 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the consumer group created with the stream (default: scorers:<hash of the scorer names>)")
     serve.add_argument("--queue-maxlen", type=int, metavar="N",
                        help="XADD MAXLEN ~ N (default 100000): a longer backlog loses its oldest jobs, counted")
+    serve.add_argument("--allow-unauthenticated", action="store_true",
+                       help="serve on a non-loopback address although the policy has no caller keys")
     serve.add_argument("--watch-policy", type=float, nargs="?", const=1.0, default=None, metavar="SECONDS",
                        help="reload the policy when its file changes (checked every SECONDS, default 1); "
                             "SIGHUP and POST /admin/reload always work")

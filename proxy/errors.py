@@ -17,6 +17,11 @@ __all__ = [
     "InvalidRequest",
     "PayloadTooLarge",
     "RouteNotFound",
+    "HeadersTooLarge",
+    "RequestTimeout",
+    "AuthenticationFailed",
+    "PermissionDenied",
+    "RateLimited",
     "UpstreamError",
     "UpstreamUnreachable",
     "UpstreamTimeout",
@@ -62,6 +67,39 @@ class PayloadTooLarge(InvalidRequest):
 class RouteNotFound(InvalidRequest):
     status = 404
     code = "model_not_found"
+
+
+class HeadersTooLarge(InvalidRequest):
+    status = 431
+    code = "headers_too_large"
+
+
+class RequestTimeout(InvalidRequest):
+    status = 408
+    code = "request_timeout"
+
+
+class AuthenticationFailed(InvalidRequest):
+    """No key, or a key the policy does not know (OpenAI: 401 invalid_api_key). The key is never echoed."""
+
+    status = 401
+    code = "invalid_api_key"
+    log_level = "warning"
+
+
+class PermissionDenied(InvalidRequest):
+    status = 403
+    code = "permission_denied"
+    log_level = "warning"
+
+
+class RateLimited(SluicegateError):
+    """A caller over its rate limit (429 with Retry-After and x-ratelimit-* headers)."""
+
+    status = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
+    log_level = "info"
 
 
 class GuardBlocked(SluicegateError):

@@ -36,8 +36,9 @@ class _Checker:
         self.rubrics: dict[str, tuple[Path, str]] = {}
         self.known = {
             name: [str(k) for k in _section(data, name)]
-            for name in ("providers", "models", "metrics", "taxonomy", "scorers")
+            for name in ("providers", "models", "metrics", "taxonomy", "scorers", "routes")
         }
+        self.known["callers"] = [str(k) for k in _section(_section(data, "auth"), "keys")]
         # the built-in classes of the guards are always known (policies/taxonomy/default.yaml lists them)
         self.known["taxonomy"] = list(dict.fromkeys([*self.known["taxonomy"], *DEFAULT_TAXONOMY]))
         severities = list(STANDARD_SEVERITIES)
@@ -64,6 +65,11 @@ class _Checker:
         for name, scorer in _section(self.data, "scorers").items():
             if isinstance(scorer, dict):
                 self.scorer(("scorers", name), name, scorer)
+        for name, key in _section(_section(self.data, "auth"), "keys").items():
+            if isinstance(key, dict):
+                for i, route in _items(key.get("routes")):
+                    if route != "*":
+                        self.ref(("auth", "keys", name, "routes", i), route, "routes", "route")
         passthrough = self.data.get("passthrough")
         if isinstance(passthrough, dict):
             self.ref(("passthrough", "provider"), passthrough.get("provider"), "providers", "provider")
@@ -80,6 +86,10 @@ class _Checker:
             if not isinstance(entry, dict):
                 continue
             self.ref((*at, "when", i, "model"), entry.get("model"), "models", "model")
+            match = entry.get("match")
+            if isinstance(match, dict):
+                for j, caller in _items(match.get("caller")):
+                    self.ref((*at, "when", i, "match", "caller", j), caller, "callers", "caller (auth.keys)")
             if isinstance(entry.get("split"), dict):
                 for key in entry["split"]:
                     self.ref((*at, "when", i, "split", key), str(key), "models", "model", at="key")

@@ -29,7 +29,7 @@ _MAX_NODES = 200_000  # alias bombs ("billion laughs") stop here
 
 # Values at these places are never echoed in a message; api keys and auth-like header values
 # are also scrubbed from every message.
-_SECRET_KEYS = frozenset({"api_key"})
+_SECRET_KEYS = frozenset({"api_key", "key", "hash", "admin_keys"})  # never echoed in an error (caller keys too)
 _SECRET_PARENTS = frozenset({"headers"})
 
 

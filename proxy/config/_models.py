@@ -31,6 +31,8 @@ __all__ = [
     "STANDARD_SEVERITIES",
     "Budgets",
     "Cache",
+    "Auth",
+    "CallerKey",
     "Canary",
     "CriticalFailuresGuardrail",
     "GuardFailureRateGuardrail",
@@ -49,6 +51,7 @@ __all__ = [
     "Sampling",
     "SamplingRule",
     "Scorer",
+    "RateLimit",
     "Server",
     "Shadow",
     "TaxonomyClass",
@@ -125,6 +128,8 @@ class Provider(_Named):
     connect_timeout: float = Field(5.0, gt=0)
     read_timeout: float = Field(120.0, gt=0)
     max_connections: int = Field(256, ge=1)
+    max_concurrent: int | None = Field(None, ge=1)  # upstream requests in flight at most; more wait in line
+    queue_timeout: float = Field(10.0, ge=0)  # how long a request waits in that line before a 503
     forward_metadata: bool = True  # forward the body's `metadata` (minus Sluicegate's keys)
     api_version: str | None = None  # azure
     strip_params: list[str] = Field(default_factory=list)  # body fields this provider rejects
@@ -328,27 +333,29 @@ def _guard(value: str | dict[str, Any]) -> str | dict[str, Any]:
     return value
 
 
+def _key_hash(value: str) -> str:
+    if not re.fullmatch(r"sha256:[0-9a-f]{64}", value):
+        raise ValueError("a key is given as 'sha256:<64 hex digits>' (print one with `sluicegate keys hash`), "
+                         "never as the key itself")
+    return value
+
+
+KeyHash = Annotated[str, AfterValidator(_key_hash)]
+
+
 class RouteMatch(_Model):
     """Conditions on a request; all given must hold."""
 
     tag: str | None = None  # in x-sluicegate-tags / metadata tags
     header: dict[str, str] | None = None  # every header equal (names case-insensitive)
     metadata: dict[str, str] | None = None  # every key of the app's metadata equal (as strings)
-    key: list[str] | None = None  # the caller's bearer key is one of these (`sluicegate keys hash`)
-
-    @field_validator("key")
-    @classmethod
-    def _hashed(cls, value: list[str] | None) -> list[str] | None:
-        for entry in value or []:
-            if not re.fullmatch(r"sha256:[0-9a-f]{64}", entry):
-                raise ValueError("a key is given as 'sha256:<64 hex digits>' (print one with "
-                                 "`sluicegate keys hash`), never as the key itself")
-        return value
+    key: list[KeyHash] | None = None  # the caller's bearer key is one of these (`sluicegate keys hash`)
+    caller: list[str] | None = None  # the caller is one of these `auth.keys` names
 
     @model_validator(mode="after")
     def _has_condition(self) -> RouteMatch:
-        if self.tag is None and not self.header and not self.metadata and not self.key:
-            raise ValueError("a match needs at least one of tag, header, metadata, key")
+        if self.tag is None and not self.header and not self.metadata and not self.key and not self.caller:
+            raise ValueError("a match needs at least one of tag, header, metadata, key, caller")
         return self
 
 
@@ -616,7 +623,41 @@ class Passthrough(_Model):
 
 
 class Server(_Model):
+    """Limits on what a caller may send (each refused with a 4xx that says which)."""
+
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1)
+    max_messages: int = Field(2048, ge=1)  # chat messages per request
+    max_tools: int = Field(256, ge=1)  # tools (and legacy functions) declared per request
+    max_header_bytes: int = Field(32 * 1024, ge=1024)  # all request headers together (431 past it)
+    body_timeout: float = Field(30.0, gt=0)  # seconds a client may take to send its body (408 past it)
+
+
+class RateLimit(_Model):
+    requests_per_minute: int | None = Field(None, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)  # prompt + completion tokens of answered requests
+
+
+class CallerKey(_Model):
+    """One caller: its key's hash, the routes it may use (`*`: all), its rate limit."""
+
+    hash: KeyHash
+    routes: list[str] = Field(default_factory=lambda: ["*"])
+    rate_limit: RateLimit | None = None
+
+
+class Auth(_Model):
+    """Who may call. No `keys`: open (and `serve` then binds to 127.0.0.1 only, unless told otherwise)."""
+
+    keys: dict[Name, CallerKey] = Field(default_factory=dict)
+    admin_keys: list[KeyHash] = Field(default_factory=list)  # /admin/*, /v1/reports, /v1/review, /review, /ui
+    rate_limit_store: str | None = None  # redis://… shares the counts across replicas; else per process
+
+    @field_validator("rate_limit_store")
+    @classmethod
+    def _redis(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("rate_limit_store must be a redis://, rediss:// or unix:// URL")
+        return value
 
 
 class Policy(_Model):
@@ -629,6 +670,7 @@ class Policy(_Model):
     budgets: Budgets = Field(default_factory=Budgets)
     passthrough: Passthrough | None = None
     server: Server = Field(default_factory=Server)
+    auth: Auth = Field(default_factory=Auth)
 
     _source: str = PrivateAttr(default="<string>")
     _version: str = PrivateAttr(default="")

@@ -76,6 +76,7 @@ class Record:
     guards: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     cache_hit: bool = False
     policy_version: str | None = None
+    caller: str | None = None  # the name of the caller's key (auth.keys), never the key
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -14,6 +14,7 @@ import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from proxy.canary._state import read_stages
@@ -21,7 +22,9 @@ from proxy.config import load_policy
 from proxy.errors import SluicegateError, error_response
 from proxy.logs import flush_logs, get_logger, set_secrets
 from proxy.records import Recorder, open_store
+from proxy.server._auth import Authenticator, admin_only
 from proxy.server._cache import ResponseCache
+from proxy.server._limits import HeaderLimit, ProviderSlots, RateLimiter
 from proxy.server._metrics import Metrics, metrics_endpoint, report_figures
 from proxy.server._feedback_api import feedback, feedback_batch
 from proxy.server._gateway import build_providers, compile_routes
@@ -88,13 +91,19 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     app.state.metrics = Metrics(state=lambda: getattr(app.state, "gateway", None))
     app.state.gateway = Gateway(policy=policy, routes=compile_routes(policy), providers=providers,
                                 recorder=recorder, store=store, max_body_bytes=policy.server.max_body_bytes,
-                                scoring=scoring, cache=ResponseCache(store, recorder), metrics=app.state.metrics)
+                                scoring=scoring, cache=ResponseCache(store, recorder), metrics=app.state.metrics,
+                                auth=Authenticator(policy.auth), limiter=RateLimiter(policy.auth.rate_limit_store),
+                                slots=ProviderSlots(policy))
+    if app.state.gateway.auth.open:
+        log.warning("auth_off", message="no caller keys in the policy (auth.keys): anyone who can reach this "
+                                        "port may call; bind to 127.0.0.1 or add keys")
     app.state.scoring_task = (asyncio.create_task(scoring.run(), name="sluicegate-scoring")
                               if scoring is not None and settings.scoring == "inprocess" else None)
     app.state.reloader = Reloader(app)
     # always running: a reload may add a canary route (the controller idles while there is none)
     app.state.canary_task = asyncio.create_task(_refresh_canary_stages(app), name="sluicegate-canary-stages")
-    background = [app.state.canary_task]
+    background = [app.state.canary_task, asyncio.create_task(app.state.gateway.limiter.run(),
+                                                             name="sluicegate-ratelimit-sync")]
     if settings.report_metrics_every_s:
         background.append(asyncio.create_task(_refresh_report_metrics(app, settings.report_metrics_every_s),
                                               name="sluicegate-report-metrics"))
@@ -218,20 +227,21 @@ def create_app(settings: Settings) -> Starlette:
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/feedback", feedback, methods=["POST"]),
         Route("/v1/feedback/batch", feedback_batch, methods=["POST"]),
-        Route("/v1/reports", reports, methods=["GET"]),
-        Route("/v1/reports/{route}", route_report, methods=["GET"]),
-        Route("/v1/review", add_review, methods=["POST"]),
-        Route("/v1/review/next", next_review, methods=["GET"]),
-        Route("/v1/review/{id}", label_review, methods=["POST"]),
-        Route("/review", review_page, methods=["GET"]),
+        Route("/v1/reports", admin_only(reports), methods=["GET"]),
+        Route("/v1/reports/{route}", admin_only(route_report), methods=["GET"]),
+        Route("/v1/review", admin_only(add_review), methods=["POST"]),
+        Route("/v1/review/next", admin_only(next_review), methods=["GET"]),
+        Route("/v1/review/{id}", admin_only(label_review), methods=["POST"]),
+        Route("/review", admin_only(review_page), methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        Route("/admin/reload", admin_reload, methods=["POST"]),
+        Route("/admin/reload", admin_only(admin_reload), methods=["POST"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,
         lifespan=_lifespan,
+        middleware=[Middleware(HeaderLimit)],
         exception_handlers={404: _not_found, 405: _method_not_allowed, SluicegateError: _sluicegate_error,
                             Exception: _internal_error},
     )

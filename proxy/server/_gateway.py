@@ -48,10 +48,10 @@ class CompiledRoute:
         return splitter
 
     def splitter_for(self, headers: Mapping[str, str], tags: Sequence[str],
-                     metadata: Mapping[str, Any] | None) -> Splitter:
+                     metadata: Mapping[str, Any] | None, caller: str | None = None) -> Splitter:
         """The `when:` entry's splitter for the first condition the request meets, else the route's."""
         for match, splitter in self.conditions:
-            if _matches(match, headers, tags, metadata):
+            if _matches(match, headers, tags, metadata, caller):
                 return splitter
         return self.splitter
 
@@ -100,12 +100,15 @@ def effective_taxonomy(policy: Any) -> dict[str, str]:
     return {**DEFAULT_TAXONOMY, **{name: entry.severity for name, entry in policy.taxonomy.items()}}
 
 
-def _matches(match: Any, headers: Mapping[str, str], tags: Sequence[str], metadata: Mapping[str, Any] | None) -> bool:
+def _matches(match: Any, headers: Mapping[str, str], tags: Sequence[str], metadata: Mapping[str, Any] | None,
+             caller: str | None) -> bool:
     if match.tag is not None and match.tag not in tags:
         return False
     if match.header and any(headers.get(name) != value for name, value in match.header.items()):
         return False
     if match.metadata and any(str((metadata or {}).get(k)) != v for k, v in match.metadata.items()):
+        return False
+    if match.caller and caller not in match.caller:
         return False
     if match.key:
         token = bearer_token(headers)

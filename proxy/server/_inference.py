@@ -48,12 +48,16 @@ async def serve_inference(request: Request, endpoint: str) -> Response:
     request_id = new_id("req_")
     headers = {"x-sluicegate-request-id": request_id}
     try:
-        raw, body = await read_json_body(request, gateway.max_body_bytes)
-        check_fields(endpoint, body)
+        caller = gateway.auth.caller(request.headers)  # before the body: no work for unknown callers
+        raw, body = await read_json_body(request, gateway.max_body_bytes, gateway.policy.server.body_timeout)
+        check_fields(endpoint, body, gateway.policy.server)
         meta = read_meta(request.headers, body)
-        route, assignment = _route(gateway, request, body, meta)
-        gateway.recent.add(request_id, meta.episode_id)
+        route, assignment = _route(gateway, request, body, meta, caller)
         route_name = route.name if route is not None else body["model"]
+        gateway.auth.allow(caller, route_name)
+        if caller is not None:
+            headers.update(gateway.limiter.admit(caller))
+        gateway.recent.add(request_id, meta.episode_id)
         headers["x-sluicegate-route"] = route_name
         stream = bool(body.get("stream")) and endpoint in STREAMING_ENDPOINTS
         guards = route.guards if route is not None and endpoint != "embeddings" else None
@@ -64,6 +68,7 @@ async def serve_inference(request: Request, endpoint: str) -> Response:
             headers["x-sluicegate-variant"] = variant
             record = _new_record(gateway, request_id, attempt, reason, endpoint, route_name, variant,
                                  body, meta, assignment, route, started_at if attempt == 1 else time.time())
+            record.caller = caller.name if caller is not None else None
             upstream_body, drop_usage_chunk = _upstream_body(gateway, body, record, meta, stream)
             record.request = upstream_body
             record.request_bytes = len(raw)
@@ -75,6 +80,7 @@ async def serve_inference(request: Request, endpoint: str) -> Response:
                     return hit
             call = UpstreamCall(endpoint, upstream_body, _remaining(deadline, record))
             provider = gateway.providers[record.provider]
+            release = await gateway.slots.acquire(record.provider)  # the provider's max_concurrent (or None)
             try:
                 if stream and not (guards is not None and route.buffer_streams):  # type: ignore[union-attr]
                     upstream = await _bounded(provider.stream(call), call.timeout, record.provider)
@@ -85,14 +91,17 @@ async def serve_inference(request: Request, endpoint: str) -> Response:
                     if route is not None:
                         gateway.shadows.maybe_send(gateway, route, record, upstream_body)
                     on_done = partial(_keep_in_cache, gateway, route, key) if key is not None else None
-                    return RelayResponse(gateway, guards, upstream, record, drop_usage_chunk, headers, clock,
-                                         on_done)
+                    relay = RelayResponse(gateway, guards, upstream, record, drop_usage_chunk, headers, clock,
+                                          on_done, release)
+                    release = None  # the relay gives the slot back when the stream ends
+                    return relay
                 if stream:
                     reply = await _bounded(buffer_stream(provider, call, record, drop_usage_chunk, clock),
                                            call.timeout, record.provider)
                 else:
                     reply = await _bounded(provider.send(call), call.timeout, record.provider)
             except UpstreamError as exc:
+                release = _give_back(release)  # not held while waiting to retry
                 _finish_failed(record, exc)
                 gateway.record(record)
                 delay = _retry_delay(gateway, record.provider, exc, upstream_retries, deadline)
@@ -109,6 +118,10 @@ async def serve_inference(request: Request, endpoint: str) -> Response:
                             variant=variant, next=following, error=exc.message)
                 variant, reason, attempt, upstream_retries = following, "fallback", attempt + 1, 0
                 continue
+            except BaseException:
+                release = _give_back(release)
+                raise
+            release = _give_back(release)
             _finish_reply(gateway, record, reply, clock)
             failures = guards.run(upstream_body, record.response) if guards is not None else []
             record.guards = [failure.to_dict() for failure in failures]
@@ -176,13 +189,19 @@ def _keep_in_cache(gateway: Gateway, route: CompiledRoute, key: str, record: Rec
                           answer=record.response, ttl_s=route.config.cache.ttl)
 
 
-def _route(gateway: Gateway, request: Request, body: dict[str, Any],
-           meta: RequestMeta) -> tuple[CompiledRoute | None, Assignment]:
+def _give_back(release: Any) -> None:
+    if release is not None:
+        release()
+
+
+def _route(gateway: Gateway, request: Request, body: dict[str, Any], meta: RequestMeta,
+           caller: Any) -> tuple[CompiledRoute | None, Assignment]:
     model = body["model"]
     route = gateway.routes.get(model)
     if route is not None:
         key = sticky_key(route.sticky, request.headers, body, body.get("metadata") or {})
-        splitter = route.splitter_for(request.headers, meta.tags, meta.app_metadata) if route.conditions \
+        splitter = route.splitter_for(request.headers, meta.tags, meta.app_metadata,
+                                      caller.name if caller is not None else None) if route.conditions \
             else route.splitter
         if splitter is route.splitter and route.config.canary is not None:
             stored = gateway.canary_stages.get(route.name)

@@ -92,7 +92,8 @@ async def buffer_stream(provider: ProviderAdapter, call: UpstreamCall, record: R
 class RelayResponse:
     def __init__(self, gateway: Gateway, guards: GuardChain | None, upstream: UpstreamStream, record: Record,
                  drop_usage_chunk: bool, headers: Mapping[str, str], clock: float,
-                 on_done: Callable[[Record], None] | None = None) -> None:
+                 on_done: Callable[[Record], None] | None = None,
+                 release: Callable[[], None] | None = None) -> None:
         self.gateway = gateway
         self.guards = guards
         self.upstream = upstream
@@ -101,6 +102,7 @@ class RelayResponse:
         self.clock = clock
         self.tap = StreamTap(record, drop_usage_chunk, clock)
         self.on_done = on_done  # called with the finished record of a stream that completed (the output cache)
+        self.release = release  # gives the provider's concurrency slot back when the stream ends
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
@@ -136,6 +138,8 @@ class RelayResponse:
             outcome, error = "client_disconnected", "the client closed the connection mid-stream"
         finally:
             watcher.cancel()
+            if self.release is not None:
+                self.release()
             self._finish(outcome, error)
             await self.upstream.aclose()
 

@@ -27,7 +27,9 @@ from proxy.config import PolicyError, load_policy
 from proxy.errors import InvalidRequest, error_response
 from proxy.logs import get_logger, set_secrets
 from proxy.providers import build_provider
+from proxy.server._auth import Authenticator
 from proxy.server._gateway import compile_routes
+from proxy.server._limits import ProviderSlots
 from proxy.server._state import Gateway
 
 __all__ = ["PolicyRefused", "Reloader", "admin_reload", "watch_policy_file"]
@@ -68,7 +70,8 @@ class Reloader:
             set_secrets([*old.policy.secrets(), *policy.secrets()])  # old pools may still answer for a while
             scoring = self._scoring(old, policy, providers)
             new = dataclasses.replace(old, policy=policy, routes=compile_routes(policy), providers=providers,
-                                      max_body_bytes=policy.server.max_body_bytes, scoring=scoring)
+                                      max_body_bytes=policy.server.max_body_bytes, scoring=scoring,
+                                      auth=Authenticator(policy.auth), slots=ProviderSlots(policy, old.slots))
             self._app.state.gateway = new  # the swap: one assignment
             self._restart_scoring(scoring)
             self._close_later(dropped)

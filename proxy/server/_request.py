@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 
-from proxy.errors import InvalidRequest, PayloadTooLarge
+from proxy.errors import InvalidRequest, PayloadTooLarge, RequestTimeout
 
 __all__ = ["read_json_body", "check_fields", "REQUIRED"]
 
@@ -19,18 +20,17 @@ REQUIRED: dict[str, tuple[tuple[str, type | tuple[type, ...]], ...]] = {
 }
 
 
-async def read_json_body(request: Request, limit: int) -> tuple[bytes, dict[str, Any]]:
+async def read_json_body(request: Request, limit: int, timeout: float | None = None) -> tuple[bytes, dict[str, Any]]:
+    """The body as JSON. `timeout`: seconds the client may take to send it (a slow client holds a
+    connection and a task: 408 past it)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body is {int(declared)} bytes; the limit is {limit} bytes")
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+    try:
+        async with asyncio.timeout(timeout):
+            raw = await _read(request, limit)
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {timeout:g} s") from None
     if not raw:
         raise InvalidRequest("request body is empty; send a JSON object")
     try:
@@ -42,7 +42,19 @@ async def read_json_body(request: Request, limit: int) -> tuple[bytes, dict[str,
     return raw, body
 
 
-def check_fields(endpoint: str, body: dict[str, Any]) -> None:
+async def _read(request: Request, limit: int) -> bytes:
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def check_fields(endpoint: str, body: dict[str, Any], limits: Any = None) -> None:
+    """Required fields and their types; with `limits` (the policy's `server:`), counts too."""
     for field, kind in REQUIRED[endpoint]:
         value = body.get(field)
         if value is None:
@@ -55,3 +67,17 @@ def check_fields(endpoint: str, body: dict[str, Any]) -> None:
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise InvalidRequest("field 'stream' must be a boolean", param="stream", code="invalid_type")
+    if limits is not None:
+        _counts(body, limits)
+
+
+def _counts(body: dict[str, Any], limits: Any) -> None:
+    messages = body.get("messages")
+    if isinstance(messages, list) and len(messages) > limits.max_messages:
+        raise InvalidRequest(f"{len(messages)} messages; this gateway takes at most {limits.max_messages} "
+                             "(server.max_messages)", param="messages", code="too_many_messages")
+    for field in ("tools", "functions"):
+        declared = body.get(field)
+        if isinstance(declared, list) and len(declared) > limits.max_tools:
+            raise InvalidRequest(f"{len(declared)} {field}; this gateway takes at most {limits.max_tools} "
+                                 "(server.max_tools)", param=field, code="too_many_tools")

@@ -27,6 +27,9 @@ class Gateway:
     canary_stages: dict[str, tuple[float, str]] = dataclasses.field(default_factory=dict)  # from the store
     cache: Any = None  # proxy.server._cache.ResponseCache: the output cache of `cache:` routes
     metrics: Any = None  # proxy.server._metrics.Metrics
+    auth: Any = None  # proxy.server._auth.Authenticator
+    limiter: Any = None  # proxy.server._limits.RateLimiter
+    slots: Any = None  # proxy.server._limits.ProviderSlots
 
     def record(self, record: Any) -> None:
         """A finished attempt: counted, then handed to the recorder."""
@@ -37,5 +40,7 @@ class Gateway:
     def served(self, record: Any) -> None:
         """The record of an answer the client got: recorded, then offered to sampling."""
         self.record(record)
+        if self.limiter is not None:
+            self.limiter.used_tokens(record.caller, record.usage)
         if self.scoring is not None:
             self.scoring.offer(record)
