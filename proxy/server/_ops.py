@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import time
 
 import orjson
@@ -45,6 +47,7 @@ async def readyz(request: Request) -> Response:
         "reload": getattr(getattr(request.app.state, "reloader", None), "last", None),
         "shadows": gateway.shadows.stats(),
         "cache": gateway.cache.stats() if gateway.cache is not None else None,
+        "process": {"asyncio_tasks": len(asyncio.all_tasks())},  # a leak of tasks shows here (soak bench)
     }
     return _json(body)
 
