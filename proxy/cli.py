@@ -72,6 +72,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     from proxy.logs import configure_logging
     from proxy.server import Settings, create_app, run_servers
+    from proxy.server._app import default_spill_path
 
     policy = _load_policy(args.policy)
     if policy is None:
@@ -89,9 +90,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return 2
     queue_options = {k: v for k, v in (("stream", args.queue_stream), ("group", args.queue_group),
                                        ("maxlen", args.queue_maxlen)) if v is not None}
-    app = create_app(Settings(policy_path=args.policy, policy=policy, store_url=_store_url(args.store),
-                              scoring=args.scoring, watch_policy_s=args.watch_policy, queue_url=args.queue,
-                              queue_options=queue_options))
+    store_url = _store_url(args.store)
+    app = create_app(Settings(policy_path=args.policy, policy=policy, store_url=store_url,
+                              scoring=args.scoring, watch_policy_s=args.watch_policy,
+                              spill_path=args.spill_path or default_spill_path(store_url, args.port),
+                              queue_url=args.queue, queue_options=queue_options))
     config = uvicorn.Config(
         app, host=args.host, port=args.port, loop="uvloop", http="httptools", lifespan="on",
         access_log=False, log_level="warning", timeout_graceful_shutdown=args.graceful_timeout,
@@ -525,6 +528,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the consumer group created with the stream (default: scorers:<hash of the scorer names>)")
     serve.add_argument("--queue-maxlen", type=int, metavar="N",
                        help="XADD MAXLEN ~ N (default 100000): a longer backlog loses its oldest jobs, counted")
+    serve.add_argument("--spill-path", metavar="FILE",
+                       help="where records go while the store is down (default: next to an SQLite store, else "
+                            "./sluicegate-PORT.spill.jsonl); replayed into the store when it answers again")
     serve.add_argument("--allow-unauthenticated", action="store_true",
                        help="serve on a non-loopback address although the policy has no caller keys")
     serve.add_argument("--watch-policy", type=float, nargs="?", const=1.0, default=None, metavar="SECONDS",

@@ -205,6 +205,8 @@ class PostgresStore:
         return int(await self._run("write", write))
 
     async def ping(self) -> None:
+        if not self._open:  # the server was down when this process started: open (and migrate) now
+            await self.open()
         await self._run("write", lambda c: c.execute("SELECT 1"))
 
     async def try_lease(self, name: str, holder: str, ttl_s: float) -> bool:

@@ -466,6 +466,8 @@ class SQLiteStore:
         return await self._call(self._write_sync, list(rows))
 
     async def ping(self) -> None:
+        if self._conn is None:  # it could not be opened at start (locked, unwritable): try again now
+            await self.open()
         await self._call(self._ping_sync)
 
     async def try_lease(self, name: str, holder: str, ttl_s: float) -> bool:

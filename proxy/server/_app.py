@@ -58,11 +58,12 @@ class Settings:
     report_metrics_every_s: float = 60.0  # success rate per variant for /metrics (one replica; 0: off)
 
 
-def default_spill_path(store_url: str) -> Path:
-    """Next to an SQLite file; in the working directory otherwise."""
+def default_spill_path(store_url: str, port: int | None = None) -> Path:
+    """Next to an SQLite file; else in the working directory, named by the port (two replicas on one
+    host never share one, and a restarted replica replays its own)."""
     if store_url.startswith("sqlite:///"):
         return Path(store_url[len("sqlite:///"):] + ".spill.jsonl")
-    return Path("sluicegate.spill.jsonl")
+    return Path(f"sluicegate-{port}.spill.jsonl" if port else "sluicegate.spill.jsonl")
 
 
 @contextlib.asynccontextmanager

@@ -122,9 +122,13 @@ class RelayResponse:
             async for event in self.upstream.events():
                 if self.tap.passes(event):
                     await send({"type": "http.response.body", "body": event, "more_body": True})
-            if not self.tap.saw_done:
-                outcome, error = "stream_cut", "upstream ended the stream without [DONE]"
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if not self.tap.saw_done:  # a clean close before [DONE] is a cut too: say so, never truncate silently
+                provider = self.record.provider
+                outcome, error = "stream_cut", f"upstream '{provider}' ended the stream without [DONE]"
+                await self._send_error(send, UpstreamBadResponse(error, provider=provider,
+                                                                 upstream_status=self.upstream.status))
+            else:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not disconnected.is_set():
                 outcome, error = "cancelled", "the server stopped the stream"
