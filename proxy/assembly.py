@@ -24,38 +24,46 @@ class _Choice:
         self.finish_reason: str | None = None
 
     def add(self, choice: dict[str, Any]) -> None:
-        if choice.get("finish_reason"):
+        """One choice of a chunk. A field of the wrong type is skipped (the upstream's fault, not ours:
+        the relay still passes the event on, and the answer assembles from what makes sense)."""
+        if isinstance(choice.get("finish_reason"), str):
             self.finish_reason = choice["finish_reason"]
-        if "text" in choice and choice["text"]:
+        if isinstance(choice.get("text"), str) and choice["text"]:
             self.text.append(choice["text"])
         delta = choice.get("delta")
-        if not delta:
+        if not isinstance(delta, dict) or not delta:
             return
-        if delta.get("role"):
+        if isinstance(delta.get("role"), str) and delta["role"]:
             self.role = delta["role"]
-        if delta.get("content"):
+        if isinstance(delta.get("content"), str) and delta["content"]:
             self.content.append(delta["content"])
-        if delta.get("refusal"):
+        if isinstance(delta.get("refusal"), str) and delta["refusal"]:
             self.refusal.append(delta["refusal"])
-        for call in delta.get("tool_calls") or ():
-            self._add_tool_call(call)
-        if delta.get("function_call"):
+        calls = delta.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
+            if isinstance(call, dict):
+                self._add_tool_call(call)
+        fn = delta.get("function_call")
+        if isinstance(fn, dict):
             fc = self.function_call or {"name": "", "arguments": ""}
-            fc["name"] += delta["function_call"].get("name") or ""
-            fc["arguments"] += delta["function_call"].get("arguments") or ""
+            fc["name"] += _text(fn.get("name"))
+            fc["arguments"] += _text(fn.get("arguments"))
             self.function_call = fc
 
     def _add_tool_call(self, call: dict[str, Any]) -> None:
-        index = call.get("index", len(self.tool_calls))
+        index = call.get("index")
+        if not isinstance(index, int):
+            index = len(self.tool_calls)
         slot = self.tool_calls.get(index)
         if slot is None:
-            slot = self.tool_calls[index] = {"id": call.get("id"), "type": call.get("type") or "function",
+            slot = self.tool_calls[index] = {"id": call.get("id"), "type": _text(call.get("type")) or "function",
                                              "function": {"name": "", "arguments": ""}}
         if call.get("id"):
             slot["id"] = call["id"]
-        function = call.get("function") or {}
-        slot["function"]["name"] += function.get("name") or ""
-        slot["function"]["arguments"] += function.get("arguments") or ""
+        function = call.get("function")
+        if isinstance(function, dict):
+            slot["function"]["name"] += _text(function.get("name"))
+            slot["function"]["arguments"] += _text(function.get("arguments"))
 
     def message(self) -> dict[str, Any]:
         message: dict[str, Any] = {"role": self.role, "content": "".join(self.content) if self.content else None}
@@ -66,6 +74,10 @@ class _Choice:
         if self.function_call:
             message["function_call"] = self.function_call
         return message
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
 
 
 class StreamAssembler:
@@ -94,10 +106,15 @@ class StreamAssembler:
             self.model = chunk["model"]
         if chunk.get("system_fingerprint"):
             self.system_fingerprint = chunk["system_fingerprint"]
-        if chunk.get("usage"):
+        if isinstance(chunk.get("usage"), dict):
             self.usage = chunk["usage"]
-        for choice in chunk.get("choices") or ():
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            if not isinstance(choice, dict):
+                continue
             index = choice.get("index", 0)
+            if not isinstance(index, int):
+                index = 0
             slot = self._choices.get(index)
             if slot is None:
                 slot = self._choices[index] = _Choice()

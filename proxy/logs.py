@@ -113,7 +113,9 @@ def configure_logging(*, json: bool | None = None, level: str = "info") -> None:
         _stream.flush_now()
     _stream = DeferredFlushStream(sys.stderr)
     renderer: Any = (structlog.processors.JSONRenderer(serializer=_orjson_dumps) if json
-                     else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
+                     # plain tracebacks: a "rich" one prints every local variable (request scopes, headers)
+                     else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty(),
+                                                        exception_formatter=structlog.dev.plain_traceback))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -183,7 +183,7 @@ class _Checker:
             message = f"rubric file not found: {path}"
         except IsADirectoryError:
             message = f"rubric is a directory, not a file: {path}"
-        except (OSError, UnicodeDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: a NUL in the path
             message = f"cannot read rubric {path}: {type(exc).__name__}"
         else:
             self.rubrics[name] = (path.resolve(), text)

@@ -135,8 +135,8 @@ class _AnthropicStream:
     def _translate(self, event: bytes) -> list[dict[str, Any]]:
         try:
             name, payload = _parse_event(event)
-        except orjson.JSONDecodeError:
-            raise UpstreamBadResponse(f"upstream '{self.provider}' sent an event whose data is not JSON",
+        except (orjson.JSONDecodeError, UnicodeDecodeError):
+            raise UpstreamBadResponse(f"upstream '{self.provider}' sent an event that is not UTF-8 JSON",
                                       provider=self.provider, upstream_status=self.status) from None
         if payload is None:
             return []
@@ -145,6 +145,9 @@ class _AnthropicStream:
         except StreamError as exc:
             raise UpstreamBadResponse(f"upstream '{self.provider}' sent an error event: {exc.type}: {exc.message}",
                                       provider=self.provider, upstream_status=exc.status) from None
+        except (AttributeError, TypeError, KeyError, ValueError, IndexError):  # an event of the wrong shape
+            raise UpstreamBadResponse(f"upstream '{self.provider}' sent a '{name}' event of an unexpected shape",
+                                      provider=self.provider, upstream_status=self.status) from None
 
     async def aclose(self) -> None:
         await self._response.aclose()

@@ -26,6 +26,7 @@ from proxy.server._auth import Authenticator, admin_only
 from proxy.server._cache import ResponseCache
 from proxy.server._limits import HeaderLimit, ProviderSlots, RateLimiter
 from proxy.server._metrics import Metrics, metrics_endpoint, report_figures
+from proxy.server._openapi import openapi_json
 from proxy.server._feedback_api import feedback, feedback_batch
 from proxy.server._gateway import build_providers, compile_routes
 from proxy.server._inference import serve_inference
@@ -238,6 +239,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/readyz", readyz, methods=["GET"]),
         Route("/admin/reload", admin_only(admin_reload), methods=["POST"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,

@@ -59,6 +59,7 @@ async def _accept(gateway: Gateway, body: Any) -> dict[str, Any]:
 async def feedback(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     try:
+        gateway.auth.caller(request.headers)  # any caller of this gateway may report outcomes
         _, body = await read_json_body(request, gateway.max_body_bytes)
         result = await _accept(gateway, body)
     except SluicegateError as exc:
@@ -84,6 +85,7 @@ def _batch_items(raw: bytes) -> list[Any]:
 async def feedback_batch(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     try:
+        gateway.auth.caller(request.headers)
         raw = await request.body()
         if len(raw) > gateway.max_body_bytes:
             raise InvalidRequest(f"batch is over the limit of {gateway.max_body_bytes} bytes")
@@ -99,4 +101,7 @@ async def feedback_batch(request: Request) -> Response:
     status = 202 if accepted or not items else 400
     body = {"object": "feedback.batch", "accepted": len(accepted), "rejected": len(errors), "errors": errors,
             "ids": [item["id"] for item in accepted]}
+    if status == 400:  # nothing accepted: also an error in OpenAI's shape, naming the first problem
+        first = errors[0]["error"]
+        body["error"] = {**first, "message": f"every item of the batch was rejected; item 0: {first['message']}"}
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")

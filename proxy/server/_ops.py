@@ -10,6 +10,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from proxy.errors import SluicegateError, error_response
 from proxy.server._state import Gateway
 
 __all__ = ["healthz", "readyz", "list_models"]
@@ -54,6 +55,10 @@ async def readyz(request: Request) -> Response:
 
 async def list_models(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
+    try:
+        caller = gateway.auth.caller(request.headers)
+    except SluicegateError as exc:
+        return error_response(exc)
     data = [{"id": name, "object": "model", "created": _STARTED, "owned_by": "sluicegate"}
-            for name in gateway.routes]
+            for name in gateway.routes if caller is None or caller.may_use(name)]  # a caller sees its routes
     return _json({"object": "list", "data": data})

@@ -10,7 +10,9 @@ from starlette.requests import Request
 
 from proxy.errors import InvalidRequest, PayloadTooLarge, RequestTimeout
 
-__all__ = ["read_json_body", "check_fields", "REQUIRED"]
+__all__ = ["MAX_DEPTH", "read_json_body", "check_fields", "REQUIRED"]
+
+MAX_DEPTH = 254  # orjson encodes at most this many levels (it parses 1024)
 
 # What each endpoint cannot do without, and the type it must have.
 REQUIRED: dict[str, tuple[tuple[str, type | tuple[type, ...]], ...]] = {
@@ -37,6 +39,12 @@ async def read_json_body(request: Request, limit: int, timeout: float | None = N
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:  # only then can it be nested too deep: check
+        try:
+            orjson.dumps(body)  # the upstream call encodes with orjson, which stops at 254 levels
+        except orjson.JSONEncodeError:
+            raise InvalidRequest(f"request body is nested more than {MAX_DEPTH} levels deep",
+                                 code="nesting_too_deep") from None
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object")
     return raw, body
@@ -67,6 +75,10 @@ def check_fields(endpoint: str, body: dict[str, Any], limits: Any = None) -> Non
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise InvalidRequest("field 'stream' must be a boolean", param="stream", code="invalid_type")
+    for field in ("stream_options", "metadata"):
+        value = body.get(field)
+        if value is not None and not isinstance(value, dict):
+            raise InvalidRequest(f"field '{field}' must be an object", param=field, code="invalid_type")
     if limits is not None:
         _counts(body, limits)
 

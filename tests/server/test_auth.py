@@ -207,3 +207,14 @@ def test_serve_refuses_a_public_address_without_keys(tmp_path: Path, capsys: pyt
         "    when: [{match: {caller: [other]}, model: cand}]\n", ""))
     assert main(["serve", "--policy", str(policy), "--host", "0.0.0.0", "--store", "none://"]) == 2
     assert "--allow-unauthenticated" in capsys.readouterr().err
+
+
+async def test_feedback_and_models_need_a_caller_key_and_models_lists_the_callers_routes(tmp_path: Path) -> None:
+    async with running(tmp_path, policy_text()) as (client, app, _):
+        anonymous = await client.post("/v1/feedback", json={"request_id": "req_x", "metric": "m", "value": 1})
+        batch = await client.post("/v1/feedback/batch", json=[{"request_id": "req_x", "metric": "m", "value": 1}])
+        models = await client.get("/v1/models", headers={"authorization": f"Bearer {APP_KEY}"})
+        everything = await client.get("/v1/models", headers={"authorization": f"Bearer {OTHER_KEY}"})
+    assert anonymous.status_code == batch.status_code == 401
+    assert [m["id"] for m in models.json()["data"]] == ["bot"]
+    assert sorted(m["id"] for m in everything.json()["data"]) == ["bot", "private"]
