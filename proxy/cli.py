@@ -243,8 +243,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_canary(args: argparse.Namespace) -> int:
-    from proxy.canary import next_stage
-    from proxy.canary._state import canary_status, decision_rows, read_stages, stage_of
+    from proxy.canary._manual import apply_action, plan_action
+    from proxy.canary._state import canary_status
     from proxy.records import open_store
 
     policy = _load_policy(args.policy)
@@ -264,25 +264,15 @@ def _cmd_canary(args: argparse.Namespace) -> int:
         store = open_store(_store_url(args.store))
         await store.open()
         try:
-            stored = (await read_stages(store)).get(args.route)
-            stage, status = stage_of(route.canary, stored), stored[1] if stored else "running"
             if args.action == "status":
                 from proxy.reports._render_text import canary_lines
 
                 print("\n".join(canary_lines(await canary_status(store, policy, args.route, limit=50))))
                 return 0
-            if args.action == "promote":
-                to = next_stage(route.canary.stages, stage)
-                to_stage, new_status = (100.0, "promoted") if to is None or to >= 100 else (float(to), status)
-            elif args.action == "rollback":
-                to_stage, new_status = 0.0, "rolled_back"
-            else:  # pause | resume: the stage stays, the controller stops or starts deciding
-                to_stage, new_status = stage, "paused" if args.action == "pause" else "running"
-            await store.write_records(decision_rows(
-                args.route, action=args.action, from_stage=stage, to_stage=to_stage, status=new_status,
-                rule="manual", reason=args.reason, actor=os.environ.get("USER") or "operator"))
-            print(f"{args.route}: {args.action}: {stage:g}% -> {to_stage:g}%, status {new_status} "
-                  f"(serving processes pick it up within a few seconds)")
+            plan = await plan_action(store, policy, args.route, args.action)
+            await apply_action(store, plan, args.reason, os.environ.get("USER") or "operator")
+            print(f"{args.route}: {args.action}: {plan.from_stage:g}% -> {plan.to_stage:g}%, status "
+                  f"{plan.status_after} (serving processes pick it up within a few seconds)")
             return 0
         finally:
             await store.close()

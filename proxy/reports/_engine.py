@@ -232,6 +232,12 @@ async def build_report(store: Any, *, route: str | None = None, since: float | N
                 await _run(store, sql)
             except Exception:  # noqa: BLE001 — the store may be closing; temp tables die with it
                 pass
+        release = getattr(store, "release_memory", None)  # SQLite: the report lanes' caches
+        if release is not None:
+            try:
+                await release()
+            except Exception:  # noqa: BLE001 — a closing store
+                pass
 
     # ---- metric definitions
     defs: dict[str, dict[str, Any]] = {}

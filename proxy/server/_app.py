@@ -27,6 +27,7 @@ from proxy.server._cache import ResponseCache
 from proxy.server._limits import HeaderLimit, ProviderSlots, RateLimiter
 from proxy.server._metrics import Metrics, metrics_endpoint, report_figures
 from proxy.server._openapi import openapi_json
+from proxy.ui import ui_routes
 from proxy.server._feedback_api import feedback, feedback_batch
 from proxy.server._gateway import build_providers, compile_routes
 from proxy.server._inference import serve_inference
@@ -241,6 +242,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
+    routes.extend(ui_routes())  # the dashboard (/ui), admin only
     app = Starlette(
         routes=routes,
         lifespan=_lifespan,

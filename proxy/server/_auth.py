@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from proxy.errors import AuthenticationFailed, PermissionDenied, error_response
-from proxy.keys import bearer_token, hash_key
+from proxy.keys import hash_key, presented_key
 
 __all__ = ["Authenticator", "Caller", "admin_only"]
 
@@ -54,7 +54,7 @@ class Authenticator:
         """The caller of a request (None when the gateway is open); 401 without a known key."""
         if self.open:
             return None
-        token = bearer_token(headers)
+        token = presented_key(headers)
         if token is None:
             raise AuthenticationFailed(_NO_KEY)
         digest = hash_key(token)
@@ -72,7 +72,7 @@ class Authenticator:
         """Admin endpoints: open with the gateway; else an admin key (403 when none is configured)."""
         if self.open and not self._admin:
             return
-        token = bearer_token(headers)
+        token = presented_key(headers)
         if token is None:
             raise AuthenticationFailed(_NO_KEY + "; this endpoint needs an admin key")
         digest = hash_key(token)
@@ -90,7 +90,10 @@ def admin_only(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[R
         try:
             request.app.state.gateway.auth.admin(request.headers)
         except (AuthenticationFailed, PermissionDenied) as exc:
-            return error_response(exc)
+            # pages: let the browser ask for the admin key (as the password of its login prompt)
+            page = request.url.path.startswith(("/ui", "/review")) and "/api/" not in request.url.path
+            challenge = {"www-authenticate": 'Basic realm="sluicegate admin", charset="UTF-8"'} if page else None
+            return error_response(exc, challenge)
         return await handler(request)
 
     guarded.__name__ = getattr(handler, "__name__", "guarded")

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from proxy.guards import DEFAULT_TAXONOMY, GuardChain, build_guards
-from proxy.keys import bearer_token, hash_key
+from proxy.keys import hash_key, presented_key
 from proxy.logs import get_logger
 from proxy.providers import ProviderAdapter, build_provider
 from proxy.routing import Splitter, StickySpec, parse_sticky
@@ -111,7 +111,7 @@ def _matches(match: Any, headers: Mapping[str, str], tags: Sequence[str], metada
     if match.caller and caller not in match.caller:
         return False
     if match.key:
-        token = bearer_token(headers)
+        token = presented_key(headers)
         return token is not None and hash_key(token) in match.key
     return True
 

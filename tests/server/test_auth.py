@@ -218,3 +218,18 @@ async def test_feedback_and_models_need_a_caller_key_and_models_lists_the_caller
     assert anonymous.status_code == batch.status_code == 401
     assert [m["id"] for m in models.json()["data"]] == ["bot"]
     assert sorted(m["id"] for m in everything.json()["data"]) == ["bot", "private"]
+
+
+async def test_the_dashboard_asks_a_browser_for_the_admin_key_and_takes_it_as_a_basic_password(tmp_path: Path) -> None:
+    import base64
+
+    basic = "Basic " + base64.b64encode(f"anyone:{ADMIN_KEY}".encode()).decode()
+    async with running(tmp_path, policy_text()) as (client, app, _):
+        prompt = await client.get("/ui")
+        page = await client.get("/ui", headers={"authorization": basic})
+        api = await client.get("/ui/api/overview")
+        wrong = await client.get("/ui", headers={"authorization": "Basic " + base64.b64encode(b"x:nope").decode()})
+    assert prompt.status_code == 401 and prompt.headers["www-authenticate"].startswith("Basic realm=")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert api.status_code == 401 and "www-authenticate" not in api.headers  # JSON: no browser prompt
+    assert wrong.status_code == 403
