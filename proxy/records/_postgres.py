@@ -32,7 +32,7 @@ import asyncpg
 from proxy.records._dialect import POSTGRES
 from proxy.records._model import Record
 from proxy.records._pg_schema import PG_MIGRATIONS, PG_SCHEMA_VERSION
-from proxy.records._store import StoreURLError
+from proxy.records._store import StoreURLError, records_query
 from proxy.records._rows import INDEXED_COLUMNS, REPORT_COLUMNS, SIDE_TABLES, row_params, side_params, side_row
 
 __all__ = ["PostgresStore", "public_url", "to_numbered"]
@@ -225,16 +225,7 @@ class PostgresStore:
                             limit: int | None = None) -> list[dict[str, Any]]:
         import orjson
 
-        where, args = [], []
-        for clause, value in (("started_at >= ?", since), ("started_at < ?", until), ("route = ?", route),
-                              ("request_id = ?", request_id)):
-            if value is not None:
-                where.append(clause)
-                args.append(value)
-        sql = "SELECT data FROM records" + (" WHERE " + " AND ".join(where) if where else "")
-        sql += " ORDER BY started_at, id" + (" LIMIT ?" if limit is not None else "")
-        if limit is not None:
-            args.append(int(limit))
+        sql, args = records_query(since, until, route, request_id, limit)
         rows = await self.fetch(sql, args)
         return [orjson.loads(data) for (data,) in rows]
 

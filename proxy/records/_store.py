@@ -95,6 +95,22 @@ class RecordStore(Protocol):
         """Release the connection and the thread. Idempotent."""
 
 
+def records_query(since: float | None, until: float | None, route: str | None, request_id: str | None,
+                  limit: int | None) -> tuple[str, list[Any]]:
+    """`query_records`' SQL (portable, `?` placeholders) and its parameters, for every backend."""
+    where, args = [], []
+    for clause, value in (("started_at >= ?", since), ("started_at < ?", until), ("route = ?", route),
+                          ("request_id = ?", request_id)):
+        if value is not None:
+            where.append(clause)
+            args.append(value)
+    sql = "SELECT data FROM records" + (" WHERE " + " AND ".join(where) if where else "")
+    sql += " ORDER BY started_at, id" + (" LIMIT ?" if limit is not None else "")
+    if limit is not None:
+        args.append(int(limit))
+    return sql, args
+
+
 # --- SQLite --------------------------------------------------------------------------------------
 
 SCHEMA_VERSION = 7
@@ -407,30 +423,9 @@ class SQLiteStore:
 
     def _query_sync(self, since: float | None, until: float | None, route: str | None,
                     request_id: str | None, limit: int | None) -> list[dict[str, Any]]:
-        conn = self._reader()
-        where: list[str] = []
-        args: list[Any] = []
-        if since is not None:
-            where.append("started_at >= ?")
-            args.append(since)
-        if until is not None:
-            where.append("started_at < ?")
-            args.append(until)
-        if route is not None:
-            where.append("route = ?")
-            args.append(route)
-        if request_id is not None:
-            where.append("request_id = ?")
-            args.append(request_id)
-        sql = "SELECT data FROM records"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY started_at, id"
-        if limit is not None:
-            sql += " LIMIT ?"
-            args.append(int(limit))
+        sql, args = records_query(since, until, route, request_id, limit)
         loads = orjson.loads
-        return [loads(data) for (data,) in conn.execute(sql, args)]
+        return [loads(data) for (data,) in self._reader().execute(sql, args)]
 
     def _fetch_sync(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         return self._reader().execute(sql, tuple(params)).fetchall()
