@@ -94,7 +94,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(Settings(policy_path=args.policy, policy=policy, store_url=store_url,
                               scoring=args.scoring, watch_policy_s=args.watch_policy,
                               spill_path=args.spill_path or default_spill_path(store_url, args.port),
-                              queue_url=args.queue, queue_options=queue_options))
+                              queue_url=args.queue, queue_options=queue_options,
+                              report_metrics_every_s=args.report_metrics_every))
     config = uvicorn.Config(
         app, host=args.host, port=args.port, loop="uvloop", http="httptools", lifespan="on",
         access_log=False, log_level="warning", timeout_graceful_shutdown=args.graceful_timeout,
@@ -518,6 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the consumer group created with the stream (default: scorers:<hash of the scorer names>)")
     serve.add_argument("--queue-maxlen", type=int, metavar="N",
                        help="XADD MAXLEN ~ N (default 100000): a longer backlog loses its oldest jobs, counted")
+    serve.add_argument("--report-metrics-every", type=float, default=60.0, metavar="SECONDS",
+                       help="how often one replica computes the report for the success-rate gauges of /metrics "
+                            "(default 60; 0: never — the report reads the whole store)")
     serve.add_argument("--spill-path", metavar="FILE",
                        help="where records go while the store is down (default: next to an SQLite store, else "
                             "./sluicegate-PORT.spill.jsonl); replayed into the store when it answers again")

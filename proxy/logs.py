@@ -87,8 +87,12 @@ class DeferredFlushStream:
                 self._pending = self._pending_loop = None
             text, self._lines = "".join(self._lines), []
             if text:
-                self._stream.write(text)
-                self._stream.flush()
+                try:
+                    self._stream.write(text)
+                    self._stream.flush()
+                except ValueError:  # the stream was closed under us (a test's captured stderr): never raise
+                    self._stream = sys.__stderr__
+                    self._stream.write(text)
 
     def isatty(self) -> bool:
         return bool(self._stream.isatty())
