@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup-s", type=float, default=60.0, help="seconds before the flatness figures start")
     p.add_argument("--every-s", type=float, default=10.0)
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
+                   help="an extra argument for `sluicegate serve` (repeat), e.g. --serve-arg=--report-metrics-every=0")
     a = p.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="sluicegate-soak-"))
     mock_port = free_port()
@@ -74,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
     wait_http(f"http://127.0.0.1:{mock_port}/health", 10, mock)
     system = SluicegateFull(workdir, mock_port, free_port(), 1)
+    system.extra_args = list(a.serve_arg)
     system.start()
     seconds = a.minutes * 60
     loads = [subprocess.Popen(pin(0) + [sys.executable, "-m", "bench.load", "--url", system.url, "--model", "bench",

@@ -274,7 +274,8 @@ class Sluicegate(System):
                 self.notes.append(note)
         self.info["store"] = store
         self._spawn(sluicegate_cmd() + ["serve", "--policy", str(policy), "--host", "127.0.0.1",
-                                        "--port", str(self.port), "--store", store, "--log-format", "json"])
+                                        "--port", str(self.port), "--store", store, "--log-format", "json",
+                                        *getattr(self, "extra_args", [])])
 
     def readyz(self) -> dict:
         import json
