@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 from proxy.records import open_store
-from proxy.records._store import INDEXED_COLUMNS, REPORT_COLUMNS, _row_params
+from proxy.records._rows import INDEXED_COLUMNS, REPORT_COLUMNS
+from proxy.records._rows import row_params as _row_params
 
 ROUTE = "support-bot"
 VARIANTS = ("prod", "cand")
