@@ -28,6 +28,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from proxy._jsontypes import content_text
 from proxy.records import capture_request, capture_response, redact_value
 
 __all__ = [
@@ -187,14 +188,6 @@ def normalize_text(text: str) -> str:
     return " ".join(_NON_LETTERS.sub(" ", text.lower()).split())
 
 
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(p["text"] for p in content if isinstance(p, Mapping) and isinstance(p.get("text"), str))
-    return ""
-
-
 def _prompt_text(value: Any) -> str:
     if isinstance(value, str):
         return value
@@ -226,7 +219,7 @@ def near_duplicate_key(request: Mapping[str, Any] | None) -> bytes | None:
     if isinstance(messages, list):
         for message in messages:
             if isinstance(message, Mapping) and message.get("role") in _KEY_ROLES:
-                text = normalize_text(_content_text(message.get("content")))
+                text = normalize_text(content_text(message.get("content")))
                 if text:
                     parts.append(f"{message['role']}:{text}")
     for field in ("prompt", "input"):

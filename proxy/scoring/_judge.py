@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from proxy._jsontypes import content_text
 from proxy.costs import cost_usd
 from proxy.prices import price_for
 from proxy.errors import UpstreamError, UpstreamHTTPError
@@ -90,7 +91,7 @@ def request_text(request: Mapping[str, Any] | None) -> str:
     if isinstance(messages, list):
         for m in messages:
             if isinstance(m, Mapping):
-                lines.append(f"[{m.get('role', '?')}] {_message_text(m.get('content'))}")
+                lines.append(f"[{m.get('role', '?')}] {content_text(m.get('content'), ' ')}")
     elif isinstance(request.get("prompt"), str):
         lines.append(request["prompt"])
     tools = request.get("tools")
@@ -98,14 +99,6 @@ def request_text(request: Mapping[str, Any] | None) -> str:
         names = [str((t.get("function") or {}).get("name")) for t in tools if isinstance(t, Mapping)]
         lines.append("(tools offered: " + ", ".join(names) + ")")
     return "\n".join(lines) if lines else "(empty request)"
-
-
-def _message_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(p["text"] for p in content if isinstance(p, Mapping) and isinstance(p.get("text"), str))
-    return ""
 
 
 def render_rubric(text: str, item: ScoreInput) -> str:

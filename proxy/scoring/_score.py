@@ -11,6 +11,8 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
+from proxy._jsontypes import content_text
+
 if TYPE_CHECKING:
     from proxy.records._model import Record
 
@@ -85,15 +87,6 @@ class ScoreInput:
         )
 
 
-def _content_text(content: Any) -> str:
-    """A message's content: a string, or the text parts of a list of content parts."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = [p.get("text") for p in content if isinstance(p, Mapping)]
-        return "\n".join(p for p in parts if isinstance(p, str))
-    return ""
-
 
 def _call_text(call: Any) -> str:
     """`name(arguments)` for a tool call or a legacy function call, as a judge would read it."""
@@ -118,7 +111,7 @@ def answer_text(response: dict[str, Any] | None) -> str:
     choice = choices[0]
     message = choice.get("message")
     if isinstance(message, Mapping):
-        text = _content_text(message.get("content"))
+        text = content_text(message.get("content"))
         if text:
             return text
         calls = message.get("tool_calls")
