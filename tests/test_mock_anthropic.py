@@ -6,39 +6,18 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import jsonschema
 import pytest
 
-from proxy.mock_upstream import MockConfig, MockModel, MockServer, create_app
+from proxy.mock_upstream import MockConfig, MockModel, MockServer
+from tests._mock_client import Client, client, make_client  # noqa: F401 (fixtures)
 
 HEADERS = {"x-api-key": "sk-ant-mock", "anthropic-version": "2023-06-01"}
 PATH = "/v1/messages"
-
-Client = Callable[..., Awaitable[httpx.AsyncClient]]
-
-
-@pytest.fixture
-async def make_client() -> AsyncIterator[Client]:
-    clients: list[httpx.AsyncClient] = []
-
-    async def make(config: MockConfig | None = None) -> httpx.AsyncClient:
-        c = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(config)), base_url="http://mock")
-        clients.append(c)
-        return c
-
-    yield make
-    for c in clients:
-        await c.aclose()
-
-
-@pytest.fixture
-async def client(make_client: Client) -> httpx.AsyncClient:
-    return await make_client()
-
 
 def msg(content: Any = "What is the capital of France?", **extra: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"model": "claude-test", "max_tokens": 256, "system": "Be brief.",

@@ -13,7 +13,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,8 @@ import pytest
 from openai.types import Completion, CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from proxy.mock_upstream import MockConfig, MockModel, MockServer, create_app, load_config, synthesize
+from proxy.mock_upstream import MockConfig, MockModel, MockServer, load_config, synthesize
+from tests._mock_client import Client, client, make_client  # noqa: F401 (fixtures)
 
 SPEC_PATH = Path("/work/shared/openai-spec/schemas.json")
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,28 +58,6 @@ def sse_data(text: str) -> list[str]:
         assert "\n" not in event
         out.append(event[len("data: "):])
     return out
-
-
-Client = Callable[..., Awaitable[httpx.AsyncClient]]
-
-
-@pytest.fixture
-async def make_client() -> AsyncIterator[Client]:
-    clients: list[httpx.AsyncClient] = []
-
-    async def make(config: MockConfig | None = None) -> httpx.AsyncClient:
-        c = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(config)), base_url="http://mock")
-        clients.append(c)
-        return c
-
-    yield make
-    for c in clients:
-        await c.aclose()
-
-
-@pytest.fixture
-async def client(make_client: Client) -> httpx.AsyncClient:
-    return await make_client()
 
 
 def chat(content: str = "What is the capital of France?", **extra: Any) -> dict[str, Any]:

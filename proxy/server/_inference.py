@@ -118,10 +118,8 @@ async def serve_inference(request: Request, endpoint: str) -> Response:
                             variant=variant, next=following, error=exc.message)
                 variant, reason, attempt, upstream_retries = following, "fallback", attempt + 1, 0
                 continue
-            except BaseException:
-                release = _give_back(release)
-                raise
-            release = _give_back(release)
+            finally:
+                _give_back(release)  # once the reply is in (a relayed stream gives it back itself)
             _finish_reply(gateway, record, reply, clock)
             failures = guards.run(upstream_body, record.response) if guards is not None else []
             record.guards = [failure.to_dict() for failure in failures]

@@ -75,6 +75,15 @@ async def canary_page(request: Request) -> Response:
         return _sluicegate_error(request, exc)
 
 
+def _refused(request: Request, fields: dict[str, str], action: str) -> Response | None:
+    """The 403 page when a form did not come from this gateway's own page (CSRF); else None."""
+    try:
+        _csrf.check(request, fields, action)
+    except _csrf.CSRFRefused as exc:
+        return _error(request, 403, str(exc), "Refused")
+    return None
+
+
 async def canary_action(request: Request) -> Response:
     """POST: first the confirmation step (what would change, and the reason), then the write."""
     route = request.path_params["route"]
@@ -84,10 +93,9 @@ async def canary_action(request: Request) -> Response:
         context = await _canary_context(request, route)
     except SluicegateError as exc:
         return _sluicegate_error(request, exc)
-    try:
-        _csrf.check(request, fields, context["form_action"])
-    except _csrf.CSRFRefused as exc:
-        return _error(request, 403, str(exc), "Refused")
+    refused = _refused(request, fields, context["form_action"])
+    if refused is not None:
+        return refused
     action, reason = fields.get("action", ""), fields.get("reason", "").strip()
     problem = None
     if action not in ACTIONS:
@@ -160,10 +168,9 @@ async def replay_page(request: Request) -> Response:
         fields = await read_form(request)
     except SluicegateError as exc:
         return _sluicegate_error(request, exc)
-    try:
-        _csrf.check(request, fields, context["form_action"])
-    except _csrf.CSRFRefused as exc:
-        return _error(request, 403, str(exc), "Refused")
+    refused = _refused(request, fields, context["form_action"])
+    if refused is not None:
+        return refused
     variant = fields.get("variant") or None
     context["chosen"] = variant or ""
     gateway = request.app.state.gateway

@@ -4,9 +4,7 @@ paused canaries left alone, and one lease holder at a time."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
-import pytest
 
 from proxy.canary._controller import evaluate
 from proxy.canary._state import decision_rows, history, read_stages
@@ -25,14 +23,6 @@ routes:
   bot:
     canary: {baseline: prod, candidate: cand, stages: [10, 50, 100], min_samples: 30, success_metric: task_success}
 """
-
-
-@pytest.fixture
-async def store(tmp_path: Path):
-    s = SQLiteStore(tmp_path / "s.db")
-    await s.open()
-    yield s
-    await s.close()
 
 
 async def traffic(store: SQLiteStore, variant: str, n: int, rate: float) -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import random
 import time
-from pathlib import Path
 
 import pytest
 
-from proxy.records import Record, SQLiteStore, new_id
+from proxy.records import Record, new_id
 from proxy.reports import render_text, shadow_section
 from proxy.scoring import Score
 from proxy.scoring._worker import score_row
@@ -24,14 +23,6 @@ def record(request_id: str, *, variant: str, attempt: int, reason: str, served: 
                   endpoint="chat.completions", route="bot", variant=variant, provider="mock",
                   model_requested=variant, started_at=time.time(), served=served, status=status,
                   guards=guards if guards is not None else PASS)
-
-
-@pytest.fixture
-async def store(tmp_path: Path):
-    s = SQLiteStore(tmp_path / "s.db")
-    await s.open()
-    yield s
-    await s.close()
 
 
 async def test_guard_pairs_and_mcnemar_equal_statsmodels(store) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from proxy.config import parse_policy
-from proxy.records import Outcome, Record, SQLiteStore, new_id
+from proxy.records import Outcome, Record, new_id
 from proxy.reports import build_report, policy_scores, report_inputs, wilson_interval
 from proxy.scoring import Score, score_row
 from proxy.scoring._trust import judge_calibrations
@@ -28,14 +28,6 @@ metrics:
 scorers:
   helpful: {kind: llm_judge, model: judge, rubric: rubric.md, trust_after: {min_human_labels: 50, min_kappa: 0.6}}
 """
-
-
-@pytest.fixture
-async def store(tmp_path: Path):
-    s = SQLiteStore(tmp_path / "s.db")
-    await s.open()
-    yield s
-    await s.close()
 
 
 @pytest.fixture
