@@ -21,6 +21,17 @@ Records are built like tests/records/bench_records.py `make_record` (~2 KB, a ch
 answer) with `capture="redacted"`, as Sluicegate everything-on records them: the store's thread
 seals them (redaction, hashing, JSON) before writing, exactly as in the gateway. They are built
 before the clock starts (20,000 distinct ones, then copies with new ids). Prints one JSON object on stdout.
+
+    python -m bench.recorder --journal        # also: sustained and maximum with `journal_path` (serve --journal)
+    python -m bench.recorder --kill9 10 --rate 1000 --seconds 0 --max-records 0   # the kill -9 window
+
+`--journal` repeats the sustained and maximum parts with the journal on (each record sealed and
+appended with write(2) inside `submit`, on the event loop) and reports the cost per record and the
+ratios to the plain parts of the same run. `--kill9 RUNS`: a child process runs a Recorder at
+`--rate` records/s and writes each record's id to a pipe once `submit` returned (the moment a
+gateway answers); after a random 0.5–1.5 s it gets SIGKILL; a fresh Recorder on the same files then
+replays what was left, and every acknowledged id missing from the store is a lost record. Done
+RUNS times without the journal and RUNS times with it.
 """
 
 from __future__ import annotations
@@ -127,11 +138,13 @@ class _Store:
 
 
 async def sustained(workdir: Path, records: list[Record], rate: float, seconds: float,
-                    base: str | None = None) -> dict:
-    where = _Store(base, workdir, "sustained")
+                    base: str | None = None, journal: bool = False) -> dict:
+    part = "sustained-journal" if journal else "sustained"
+    where = _Store(base, workdir, part.replace("-", "_"))
     store = open_store(where.url)
     await store.open()
-    rec = Recorder(store, spill_path=workdir / "rec-sustained.spill.jsonl")
+    rec = Recorder(store, spill_path=workdir / f"rec-{part}.spill.jsonl",
+                   journal_path=workdir / f"rec-{part}.journal" if journal else None)
     await rec.start()
     state = {"sent": 0, "max_backlog": 0, "next_sample": 0.0}
     submit_s = [0.0]
@@ -175,12 +188,15 @@ async def sustained(workdir: Path, records: list[Record], rate: float, seconds: 
     }
 
 
-async def maximum(workdir: Path, records: list[Record], n: int, base: str | None = None) -> dict:
+async def maximum(workdir: Path, records: list[Record], n: int, base: str | None = None,
+                  journal: bool = False) -> dict:
     records = records[:n]
-    where = _Store(base, workdir, "max")
+    part = "max_journal" if journal else "max"
+    where = _Store(base, workdir, part)
     store = open_store(where.url)
     await store.open()
-    rec = Recorder(store, spill_path=workdir / "rec-max.spill.jsonl", buffer_size=max(n, 10_000))
+    rec = Recorder(store, spill_path=workdir / f"rec-{part}.spill.jsonl", buffer_size=max(n, 10_000),
+                   journal_path=workdir / f"rec-{part}.journal" if journal else None)
     await rec.start()
     gc.collect()
     t0 = time.perf_counter()
@@ -212,17 +228,118 @@ async def run(a: argparse.Namespace) -> dict:
         t = time.perf_counter()
         records = make_records(max(int(a.rate * a.seconds * 1.05) + 10, a.max_records))
         out["build_s"] = round(time.perf_counter() - t, 2)
-        out["baseline_loop_lag_ms"] = await baseline(a.baseline_seconds or a.seconds)
-        out["sustained"] = await sustained(workdir, records, a.rate, a.seconds, a.store)
+        if a.seconds:
+            out["baseline_loop_lag_ms"] = await baseline(a.baseline_seconds or a.seconds)
+            out["sustained"] = await sustained(workdir, records, a.rate, a.seconds, a.store)
         if a.max_records:
             out["maximum"] = await maximum(workdir, records, a.max_records, a.store)
-        lag, base = out["sustained"]["loop_lag_ms"], out["baseline_loop_lag_ms"]
-        out["loop_lag_added_ms"] = {q: round(lag[q] - base[q], 3) for q in ("p50", "p90", "p99", "p999", "max")
-                                    if lag[q] is not None and base[q] is not None}
+        if a.seconds:
+            lag, base = out["sustained"]["loop_lag_ms"], out["baseline_loop_lag_ms"]
+            out["loop_lag_added_ms"] = {q: round(lag[q] - base[q], 3) for q in ("p50", "p90", "p99", "p999", "max")
+                                        if lag[q] is not None and base[q] is not None}
+        if a.journal:
+            out.update(await journal_parts(a, workdir, records, out))
+        if a.kill9:
+            out["kill9"] = {"rate": a.rate, "runs": a.kill9,
+                            "without_journal": await kill9(workdir, a.rate, a.kill9, journal=False),
+                            "with_journal": await kill9(workdir, a.rate, a.kill9, journal=True)}
         return out
     finally:
         if not a.dir and not a.keep:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def journal_parts(a: argparse.Namespace, workdir: Path, records: list[Record], out: dict) -> dict:
+    """The sustained and maximum parts again with the journal on; cost per record and ratios."""
+    parts: dict = {}
+    if a.seconds:
+        parts["sustained_journal"] = j = await sustained(workdir, records, a.rate, a.seconds, a.store, journal=True)
+        plain = out["sustained"]
+        parts["journal_cost"] = {
+            "sustained_submit_us_per_record": [plain["submit_us_per_record"], j["submit_us_per_record"]],
+            "sustained_loop_lag_p99_ms": [plain["loop_lag_ms"]["p99"], j["loop_lag_ms"]["p99"]],
+            "sustained_loop_lag_max_ms": [plain["loop_lag_ms"]["max"], j["loop_lag_ms"]["max"]],
+        }
+    if a.max_records:
+        parts["maximum_journal"] = m = await maximum(workdir, records, a.max_records, a.store, journal=True)
+        plain = out["maximum"]
+        cost = parts.setdefault("journal_cost", {})
+        cost["maximum_submit_us_per_record"] = [plain["submit_us_per_record"], m["submit_us_per_record"]]
+        cost["maximum_records_per_s"] = [plain["records_per_s"], m["records_per_s"]]
+        cost["maximum_submit_ratio"] = round(m["submit_us_per_record"] / plain["submit_us_per_record"], 2)
+    if "journal_cost" in parts:
+        parts["journal_cost"]["pairs"] = "[without journal, with journal], same run"
+    return parts
+
+
+# --------------------------------------------------------------------------- the kill -9 window
+
+
+async def kill9_child(a: argparse.Namespace) -> None:
+    """(child) Submit records at `--rate` and acknowledge each id on stdout once `submit` returned."""
+    store = open_store(a.child_store)
+    await store.open()
+    rec = Recorder(store, spill_path=a.child_spill, journal_path=a.child_journal)
+    await rec.start()
+    template = make_record(0)
+    out = sys.stdout.buffer
+    out.write(b"ready\n")
+    out.flush()
+    start, sent = time.perf_counter(), 0
+    while True:
+        await asyncio.sleep(0.001)
+        due = int((time.perf_counter() - start) * a.rate)
+        ids = []
+        while sent < due:
+            r = dataclasses.replace(template, id=new_id(), request_id=new_id(), started_at=time.time())
+            rec.submit(r)
+            ids.append(r.id)
+            sent += 1
+        if ids:  # the "responses": sent after submit returned
+            out.write(("\n".join(ids) + "\n").encode())
+            out.flush()
+
+
+async def kill9(workdir: Path, rate: float, runs: int, journal: bool) -> dict:
+    """Acknowledged records missing after SIGKILL and a restart's replay, per run."""
+    import random
+    import sqlite3
+
+    lost: list[int] = []
+    acked_total = 0
+    for run_no in range(runs):
+        folder = workdir / f"kill9-{'journal' if journal else 'plain'}-{run_no}"
+        folder.mkdir(parents=True, exist_ok=True)
+        db, spill, jpath = folder / "store.db", folder / "spill.jsonl", folder / "journal"
+        cmd = [sys.executable, "-m", "bench.recorder", "--child-kill9", "--rate", str(rate),
+               "--child-store", f"sqlite:///{db}", "--child-spill", str(spill)]
+        if journal:
+            cmd += ["--child-journal", str(jpath)]
+        proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
+                                                    cwd=Path(__file__).resolve().parent.parent)
+        assert proc.stdout is not None
+        if (await proc.stdout.readline()).strip() != b"ready":
+            raise RuntimeError("the kill9 child did not start")
+        reading = asyncio.create_task(proc.stdout.read())  # drained all along: the child never blocks on the pipe
+        await asyncio.sleep(random.uniform(0.5, 1.5))
+        proc.kill()
+        acked = {line.strip().decode() for line in (await reading).splitlines() if line.strip()}
+        await proc.wait()
+        store = open_store(f"sqlite:///{db}")  # the restart: replays the spill file and the journal
+        await store.open()
+        rec = Recorder(store, spill_path=spill, journal_path=jpath if journal else None)
+        await rec.start()
+        deadline = time.monotonic() + 30
+        while rec.stats()["spill_pending"] and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await rec.stop()
+        await store.close()
+        with sqlite3.connect(db) as conn:
+            stored = {row[0] for row in conn.execute("SELECT id FROM records")}
+        lost.append(len(acked - stored))
+        acked_total += len(acked)
+    return {"acknowledged": acked_total, "lost_per_run": lost, "lost_max": max(lost), "lost_total": sum(lost),
+            "lost_ms_of_traffic_max": round(max(lost) / rate * 1000, 1)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -236,7 +353,26 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--keep", action="store_true", help="keep the temp dir")
     p.add_argument("--store", metavar="POSTGRESQL_URL",
                    help="write into PostgreSQL (a fresh schema per part, dropped afterwards) instead of SQLite")
+    p.add_argument("--journal", action="store_true",
+                   help="also run the sustained and maximum parts with the journal on (serve --journal)")
+    p.add_argument("--kill9", type=int, default=0, metavar="RUNS",
+                   help="measure the kill -9 window at --rate: RUNS kills without the journal, RUNS with it")
+    p.add_argument("--child-kill9", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--child-store", help=argparse.SUPPRESS)
+    p.add_argument("--child-spill", help=argparse.SUPPRESS)
+    p.add_argument("--child-journal", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    import structlog
+
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))  # stdout: the result (or ids)
+    if a.child_kill9:
+        try:
+            import uvloop
+
+            uvloop.run(kill9_child(a))
+        except ImportError:  # pragma: no cover
+            asyncio.run(kill9_child(a))
+        return
     try:
         import uvloop
 

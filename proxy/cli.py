@@ -6,11 +6,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import sys
 import time
 from collections.abc import Sequence
-from datetime import datetime
 
 import orjson
 
@@ -24,22 +22,15 @@ def _store_url(value: str | None) -> str:
 
 
 def parse_time(value: str) -> float:
-    """Epoch seconds from `1700000000`, an ISO date/time, or an age such as `30m`, `24h`, `7d`."""
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw])", value.strip())
-    if match:
-        seconds = float(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[match[2]]
-        return time.time() - seconds
+    """Epoch seconds from `1700000000`, an ISO date/time, or an age such as `30m`, `24h`, `7d`
+    (`proxy.times`, the one parser the HTTP endpoints use too: nan, inf, 1e400 and negatives are refused)."""
+    from proxy.times import BadTime
+    from proxy.times import parse_time as parse
+
     try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not a time: use epoch seconds, an ISO date like 2026-11-23T10:00, or an age like 24h"
-        ) from None
-    return parsed.timestamp()
+        return parse(value)
+    except BadTime as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _load_policy(path: str) -> object | None:
@@ -82,6 +73,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
               "could call your providers on your account. Add keys (`sluicegate keys hash`), bind to 127.0.0.1, "
               "or pass --allow-unauthenticated if a proxy in front already authenticates callers.", file=sys.stderr)
         return 2
+    if not policy.auth.keys and not _loopback(args.host) and policy.server.allowed_hosts is None:
+        print("serve: note: an open gateway answers only to Host localhost, 127.0.0.1 or [::1] (DNS rebinding); "
+              "list the names clients (or the proxy in front) use in server.allowed_hosts", file=sys.stderr)
     configure_logging(json=None if args.log_format == "auto" else args.log_format == "json", level=args.log_level)
     from proxy.scoring import is_redis_url
 
@@ -94,13 +88,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(Settings(policy_path=args.policy, policy=policy, store_url=store_url,
                               scoring=args.scoring, watch_policy_s=args.watch_policy,
                               spill_path=args.spill_path or default_spill_path(store_url, args.port),
+                              recorder_options={"journal_path": args.journal} if args.journal else {},
                               queue_url=args.queue, queue_options=queue_options,
                               report_metrics_every_s=args.report_metrics_every))
+    from proxy.server._connections import ConnectionGuard, guarded_http_protocol, policy_limits, raise_open_file_limit
+
+    raise_open_file_limit(2 * policy.server.max_connections)  # the cap keeps half the descriptors for the rest
     config = uvicorn.Config(
-        app, host=args.host, port=args.port, loop="uvloop", http="httptools", lifespan="on",
+        app, host=args.host, port=args.port, loop="uvloop", lifespan="on",
         access_log=False, log_level="warning", timeout_graceful_shutdown=args.graceful_timeout,
         backlog=2048, server_header=False, proxy_headers=False,
-        timeout_keep_alive=5,  # an idle keep-alive connection is closed after 5 s (slow-client protection)
+        # httptools with idle and header deadlines and a connection cap (server.idle_timeout, header_timeout,
+        # max_connections of the current policy)
+        http=guarded_http_protocol(ConnectionGuard(policy_limits(app, policy))),
     )
     configs = [config]
     if args.mock_upstream:
@@ -310,7 +310,11 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     from proxy.records import open_store
     from proxy.records._retention import prune
 
-    older_than = time.time() - parse_time(args.older_than)
+    try:
+        older_than = time.time() - parse_time(args.older_than)
+    except argparse.ArgumentTypeError as exc:
+        print(f"--older-than: {exc}", file=sys.stderr)
+        return 2
     if older_than <= 0:
         print("--older-than: give an age such as 90d or 12h", file=sys.stderr)
         return 2
@@ -524,7 +528,13 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default 60; 0: never — the report reads the whole store)")
     serve.add_argument("--spill-path", metavar="FILE",
                        help="where records go while the store is down (default: next to an SQLite store, else "
-                            "./sluicegate-PORT.spill.jsonl); replayed into the store when it answers again")
+                            "./sluicegate-PORT.spill.jsonl); replayed into the store when it answers again. Put it "
+                            "on another disk than an SQLite store, so that one full disk does not stop both")
+    serve.add_argument("--journal", metavar="PATH",
+                       help="append each record to PATH.N (one write(2), before the response is sent) so that "
+                            "kill -9 loses no answered request's record; replayed into the store at the next start. "
+                            "Survives a process crash, not a power cut (no fsync). Off by default: the record's capture "
+                            "moves onto the request path (~30 µs for a 2 KB record)")
     serve.add_argument("--allow-unauthenticated", action="store_true",
                        help="serve on a non-loopback address although the policy has no caller keys")
     serve.add_argument("--watch-policy", type=float, nargs="?", const=1.0, default=None, metavar="SECONDS",

@@ -220,6 +220,9 @@ async def _judge_and_review(url: str, gateway: Any, out: TextIO) -> int:
     return labelled
 
 
+JUDGE_CHECK_CONFIDENCE = 0.99
+
+
 def judge_check(calibration: Any, labelled: int) -> dict[str, Any]:
     """Did calibration find the mock judge's known error rate (1 - agreement) within its interval?"""
     from proxy.reports import wilson_interval
@@ -228,7 +231,9 @@ def judge_check(calibration: Any, labelled: int) -> dict[str, Any]:
         return {"labelled": labelled, "calibrated": False, "why": calibration or "no human labels"}
     n = calibration.n_labels
     errors = round((1 - calibration.agreement) * n)
-    low, high = wilson_interval(errors, n)
+    # 99%, not 95%: which items get labelled depends on timing, and with ~140-165 labels at a 3% rate a
+    # 95% Wilson interval misses the true rate in 3.5-4.8% of runs (binomial, exact); 99% in 1.0-1.6%
+    low, high = wilson_interval(errors, n, confidence=JUDGE_CHECK_CONFIDENCE)
     return {"labelled": labelled, "n_labels": n, "calibrated": True, "true_error_rate": JUDGE_ERROR_RATE,
             "found_error_rate": errors / n, "interval": [low, high],
             "within": low <= JUDGE_ERROR_RATE <= high, "kappa": calibration.kappa, "trusted": calibration.trusted}
@@ -272,7 +277,8 @@ def _summary(demo: dict[str, Any]) -> str:
     judge = demo.get("judge") or {}
     if judge.get("calibrated"):
         lines.append(f"  judge error rate (vs {judge['n_labels']} random human labels): true {judge['true_error_rate']:.3f}  "
-                     f"found {judge['found_error_rate']:.3f}  [{judge['interval'][0]:.3f}, {judge['interval'][1]:.3f}]"
+                     f"found {judge['found_error_rate']:.3f}  [{judge['interval'][0]:.3f}, {judge['interval'][1]:.3f}] "
+                     f"({JUDGE_CHECK_CONFIDENCE:.0%})"
                      f"  {'ok' if judge['within'] else 'MISSED'}; kappa {judge['kappa']:.2f}, "
                      f"{'trusted' if judge['trusted'] else 'not trusted'}")
     lines.append("  RECOVERED: the report found the known rates and the better variant" if demo["recovered"]

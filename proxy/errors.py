@@ -19,15 +19,23 @@ __all__ = [
     "RouteNotFound",
     "HeadersTooLarge",
     "RequestTimeout",
+    "IdempotencyConflict",
     "AuthenticationFailed",
     "PermissionDenied",
+    "CrossSiteRefused",
+    "HostNotAllowed",
+    "UnsupportedMediaType",
     "RateLimited",
+    "ConcurrencyLimited",
     "UpstreamError",
     "UpstreamUnreachable",
     "UpstreamTimeout",
     "UpstreamBadResponse",
     "UpstreamHTTPError",
+    "UpstreamTooLarge",
+    "UpstreamBusy",
     "ServiceUnavailable",
+    "TooManyConnections",
     "GuardBlocked",
     "error_body",
     "error_response",
@@ -79,6 +87,13 @@ class RequestTimeout(InvalidRequest):
     code = "request_timeout"
 
 
+class IdempotencyConflict(InvalidRequest):
+    """An idempotency key reused, in the same scope, with different content; `param` names a field that differs."""
+
+    status = 409
+    code = "idempotency_key_conflict"
+
+
 class AuthenticationFailed(InvalidRequest):
     """No key, or a key the policy does not know (OpenAI: 401 invalid_api_key). The key is never echoed."""
 
@@ -93,6 +108,27 @@ class PermissionDenied(InvalidRequest):
     log_level = "warning"
 
 
+class CrossSiteRefused(PermissionDenied):
+    """A state change a browser may have sent on another site's behalf (CSRF); nothing was done."""
+
+    code = "cross_site_request"
+
+
+class HostNotAllowed(InvalidRequest):
+    """`Host` is not one of `server.allowed_hosts` (a DNS-rebinding page reaches a local gateway so)."""
+
+    status = 421
+    code = "host_not_allowed"
+    log_level = "warning"
+
+
+class UnsupportedMediaType(InvalidRequest):
+    """A body whose content type a cross-site form can send (or none): JSON endpoints take JSON only."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
 class RateLimited(SluicegateError):
     """A caller over its rate limit (429 with Retry-After and x-ratelimit-* headers)."""
 
@@ -100,6 +136,12 @@ class RateLimited(SluicegateError):
     type = "requests"
     code = "rate_limit_exceeded"
     log_level = "info"
+
+
+class ConcurrencyLimited(RateLimited):
+    """A caller with as many requests in flight as its key may have (429 with Retry-After)."""
+
+    code = "concurrency_limit_exceeded"
 
 
 class GuardBlocked(SluicegateError):
@@ -121,6 +163,12 @@ class ServiceUnavailable(SluicegateError):
     type = "server_error"
     code = "service_unavailable"
     log_level = "warning"
+
+
+class TooManyConnections(ServiceUnavailable):
+    """A new connection past `server.max_connections`: answered at once, then closed (no request read)."""
+
+    code = "too_many_connections"
 
 
 class UpstreamError(SluicegateError):
@@ -151,18 +199,45 @@ class UpstreamTimeout(UpstreamError):
 
 
 class UpstreamBadResponse(UpstreamError):
+    """The upstream's answer cannot be used: not JSON, cut short, a redirect, invalid UTF-8, ..."""
+
     code = "upstream_bad_response"
     outcome = "malformed"
 
 
-class UpstreamHTTPError(UpstreamError):
-    """The upstream answered with an error status. 4xx bodies pass through unchanged."""
+class UpstreamTooLarge(UpstreamError):
+    """The upstream sent more than a `limits:` bound of its provider allows (a body, an SSE event,
+    a decompression ratio). What it sent is dropped, never served or stored."""
 
-    def __init__(self, message: str, *, provider: str, upstream_status: int, body: bytes,
-                 content_type: str | None, headers: Mapping[str, str] | None = None) -> None:
+    code = "upstream_too_large"
+    outcome = "upstream_too_large"
+
+
+class UpstreamBusy(UpstreamError):
+    """Every pooled connection to the upstream stayed busy for the provider's `pool_timeout`."""
+
+    status = 503
+    type = "server_error"
+    code = "upstream_busy"
+    outcome = "upstream_busy"
+
+    def __init__(self, message: str, *, provider: str, retry_after_s: int = 1) -> None:
+        super().__init__(message, provider=provider, headers={"retry-after": str(retry_after_s)})
+
+
+class UpstreamHTTPError(UpstreamError):
+    """The upstream answered with an error status.
+
+    The client never gets the upstream's bytes: `error` holds the upstream's own OpenAI-style fields
+    (message, type, param, code), re-shaped and scrubbed of secrets by the adapter
+    (proxy/providers/_upstream_error.py). A 4xx keeps its status and those fields; a 5xx becomes a
+    502 with `message`, which names the upstream.
+    """
+
+    def __init__(self, message: str, *, provider: str, upstream_status: int,
+                 error: Mapping[str, str | None] | None = None, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message, provider=provider, upstream_status=upstream_status, headers=headers)
-        self.upstream_body = body
-        self.content_type = content_type or "application/json"
+        self.error = dict(error) if error else None
         if upstream_status < 500:
             self.status = upstream_status
             self.log_level = "info"
@@ -173,8 +248,10 @@ class UpstreamHTTPError(UpstreamError):
         return self.upstream_status == 429 or self.upstream_status >= 500
 
     def body(self) -> bytes:
-        if self.upstream_status < 500 and self.upstream_body:
-            return self.upstream_body
+        error = self.error
+        if self.upstream_status < 500 and error and error.get("message"):
+            return error_body(str(error["message"]), error.get("type") or self.type, error.get("param"),
+                              error.get("code"))
         return super().body()
 
 
@@ -184,7 +261,5 @@ def error_body(message: str, type_: str, param: str | None = None, code: str | N
 
 def error_response(exc: SluicegateError, headers: Mapping[str, str] | None = None) -> Response:
     all_headers = {**exc.headers, **(headers or {})}
-    media_type = "application/json"
-    if isinstance(exc, UpstreamHTTPError) and exc.upstream_status < 500 and exc.upstream_body:
-        media_type = exc.content_type
-    return Response(exc.body(), status_code=exc.status, headers=all_headers, media_type=media_type)
+    # always our own JSON: an upstream's content type (text/html, ...) is never served from our origin
+    return Response(exc.body(), status_code=exc.status, headers=all_headers, media_type="application/json")

@@ -42,6 +42,7 @@ from proxy.config._models import (
     Shadow,
     TaxonomyClass,
     TrustAfter,
+    UpstreamLimits,
 )
 
 __all__ = [
@@ -77,6 +78,7 @@ __all__ = [
     "Shadow",
     "TaxonomyClass",
     "TrustAfter",
+    "UpstreamLimits",
     "load_policy",
     "parse_policy",
 ]

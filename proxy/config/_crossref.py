@@ -152,7 +152,8 @@ class _Checker:
             build_guards([spec])
         except ValueError as exc:
             message = str(exc).split(": ", 1)[-1] if str(exc).startswith("guards[") else str(exc)
-            self.issues.append(self.locator.issue(path, message))
+            # `where`: the bad value inside the spec (a refused regex pattern), so the line is its own
+            self.issues.append(self.locator.issue((*path, *getattr(exc, "where", ())), message))
             return
         for name in sorted(guard_classes(spec) - set(self.known["taxonomy"])):
             message = (f"this guard can report taxonomy class '{name}', which the taxonomy does not define; "

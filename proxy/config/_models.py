@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from proxy.config._errors import suggest
+from proxy.guards import PolicyRegex, PolicyRegexError, compile_policy_regex
 from pydantic import (
     AfterValidator,
     BeforeValidator,
@@ -56,6 +57,7 @@ __all__ = [
     "Shadow",
     "TaxonomyClass",
     "TrustAfter",
+    "UpstreamLimits",
 ]
 
 DEFAULT_BASE_URLS: dict[str, str] = {
@@ -90,6 +92,41 @@ def _name(value: str) -> str:
 
 Name = Annotated[str, AfterValidator(_name)]
 
+_HOST_PATTERN = re.compile(r"(?:\*|(?:\*\.)?[a-z0-9_](?:[a-z0-9_.-]*[a-z0-9_])?|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?")
+
+
+def _host_pattern(value: str) -> str:
+    """`server.allowed_hosts` entry: `*`, `name`, `*.domain`, an IPv4 address or `[IPv6]`, optionally `:port`."""
+    import ipaddress
+
+    lowered = value.strip().lower()
+    port = lowered.rpartition(":")[2] if not lowered.endswith("]") and ":" in lowered else "0"
+    if not _HOST_PATTERN.fullmatch(lowered) or ".." in lowered or lowered.startswith("*:") or int(port) > 65535:
+        raise ValueError(f"'{value}' is not a host name pattern: use a name (gw.example.com), '*.example.com', "
+                         "an IP address ('[::1]' for IPv6), or '*'; ':PORT' may follow")
+    if lowered.startswith("["):
+        try:
+            ipaddress.IPv6Address(lowered[1:lowered.index("]")])
+        except ValueError:
+            raise ValueError(f"'{value}': not an IPv6 address between the brackets") from None
+    return lowered
+
+
+def _origin(value: str) -> str:
+    """`server.public_origins` entry: `scheme://host[:port]`, normalized with the scheme's default port."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value.strip().lower().rstrip("/"))
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == -1 or parts.path or parts.query \
+            or parts.username or parts.password:
+        raise ValueError(f"'{value}' is not an origin: use scheme://host[:port] (e.g. https://gw.example.com)")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}:{port or (443 if parts.scheme == 'https' else 80)}"
+
 
 def _fmt(x: float) -> str:
     return f"{x:g}"
@@ -120,6 +157,22 @@ class Retry(_Model):
     max_delay_ms: float = Field(5000, gt=0)
 
 
+_MiB = 1024 * 1024
+
+
+class UpstreamLimits(_Model):
+    """Bounds on what one upstream may send (proxy/providers/_limits.py). Past a size bound the call
+    ends in a 502 `upstream_too_large`, past a duration bound in a 504 `upstream_timeout`; what was
+    sent past the bound is dropped, never served or stored. The gap between two reads is the
+    provider's `read_timeout`."""
+
+    max_response_bytes: int = Field(32 * _MiB, ge=1024)  # a non-streamed answer, after decompression
+    max_decompression_ratio: float = Field(100.0, ge=1)  # decompressed / received bytes, past the first MiB
+    max_event_bytes: int = Field(1 * _MiB, ge=1024)  # one SSE event of a stream
+    max_response_seconds: float = Field(600.0, gt=0)  # a non-streamed answer: request sent -> last byte
+    max_stream_seconds: float = Field(1800.0, gt=0)  # a stream: request sent -> last event
+
+
 class Provider(_Named):
     kind: Literal["openai", "anthropic", "azure"]
     base_url: str | None = None  # default per kind; azure requires it
@@ -128,6 +181,8 @@ class Provider(_Named):
     connect_timeout: float = Field(5.0, gt=0)
     read_timeout: float = Field(120.0, gt=0)
     max_connections: int = Field(256, ge=1)
+    pool_timeout: float = Field(10.0, gt=0)  # waiting for a free pooled connection; past it a 503 upstream_busy
+    limits: UpstreamLimits = Field(default_factory=UpstreamLimits)  # bounds on what the upstream sends
     max_concurrent: int | None = Field(None, ge=1)  # upstream requests in flight at most; more wait in line
     queue_timeout: float = Field(10.0, ge=0)  # how long a request waits in that line before a 503
     forward_metadata: bool = True  # forward the body's `metadata` (minus Sluicegate's keys)
@@ -510,7 +565,7 @@ class TaxonomyClass(_Named):
 
 class RuleScorer(_Named):
     kind: Literal["rule"]
-    regex: str | None = None  # must compile (Python `re`)
+    regex: str | None = None  # must compile as a policy regex (RE2, linear time: proxy.guards._policy_regex)
     max_chars: int | None = Field(None, ge=1)
     json_path: str | None = None
     pii: bool = False
@@ -518,17 +573,16 @@ class RuleScorer(_Named):
     label_on_match: str = "fail"
     taxonomy: str | None = None
 
-    _pattern: re.Pattern[str] | None = PrivateAttr(default=None)
+    _pattern: PolicyRegex | None = PrivateAttr(default=None)
 
     @field_validator("regex")
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                re.compile(value)
-            except re.error as exc:
-                where = f" at position {exc.pos}" if exc.pos is not None else ""
-                raise ValueError(f"invalid regular expression: {exc.msg}{where}") from None
+                compile_policy_regex(value)
+            except PolicyRegexError as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from None
         return value
 
     @model_validator(mode="after")
@@ -539,11 +593,11 @@ class RuleScorer(_Named):
                 "a rule scorer needs at least one of regex, max_chars, json_path, pii, keywords"
             )
         if self.regex is not None:
-            self._pattern = re.compile(self.regex)
+            self._pattern = compile_policy_regex(self.regex)
         return self
 
     @property
-    def pattern(self) -> re.Pattern[str] | None:
+    def pattern(self) -> PolicyRegex | None:
         """`regex`, compiled once at load."""
         return self._pattern
 
@@ -630,6 +684,18 @@ class Server(_Model):
     max_tools: int = Field(256, ge=1)  # tools (and legacy functions) declared per request
     max_header_bytes: int = Field(32 * 1024, ge=1024)  # all request headers together (431 past it)
     body_timeout: float = Field(30.0, gt=0)  # seconds a client may take to send its body (408 past it)
+    # requests in flight per caller key, per process (429 past it); null: no cap. Keys may set their own.
+    max_concurrent_per_key: int | None = Field(64, ge=1)
+    # connections (proxy/server/_connections.py): read when a connection opens, so a reload applies to new ones
+    header_timeout: float = Field(10.0, gt=0)  # seconds from a request's first byte to the end of its headers
+    idle_timeout: float = Field(5.0, gt=0)  # seconds a connection may stay silent (new, or between requests)
+    max_connections: int = Field(4096, ge=1)  # open client connections; more are answered 503 and closed
+    # the Host names this gateway answers to (DNS rebinding; proxy/server/_hosts.py). None: loopback names
+    # when the gateway is open (no auth.keys), any host when it has keys
+    allowed_hosts: list[Annotated[str, AfterValidator(_host_pattern)]] | None = None
+    # the origins browsers reach this gateway at (scheme://host[:port]), when a proxy in front changes the
+    # scheme or port; default: the request's own scheme and Host (proxy/server/_crosssite.py)
+    public_origins: list[Annotated[str, AfterValidator(_origin)]] = Field(default_factory=list)
 
 
 class RateLimit(_Model):
@@ -638,11 +704,12 @@ class RateLimit(_Model):
 
 
 class CallerKey(_Model):
-    """One caller: its key's hash, the routes it may use (`*`: all), its rate limit."""
+    """One caller: its key's hash, the routes it may use (`*`: all), its rate limit, its concurrency cap."""
 
     hash: KeyHash
     routes: list[str] = Field(default_factory=lambda: ["*"])
     rate_limit: RateLimit | None = None
+    max_concurrent: int | None = Field(None, ge=1)  # requests in flight at most; none: server.max_concurrent_per_key
 
 
 class Auth(_Model):

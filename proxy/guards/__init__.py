@@ -5,6 +5,9 @@
 
 `answer_body` is a non-streamed `chat.completion` (or `text_completion`); assemble a stream first with
 `proxy.assembly.StreamAssembler`. See each guard module for its options and classes.
+
+Every regular expression taken from a policy (regex guards, rule scorers) is compiled by
+`compile_policy_regex` (RE2, linear time; see `_policy_regex`).
 """
 
 from proxy.guards._chain import (
@@ -19,6 +22,8 @@ from proxy.guards._chain import (
     parse_spec,
 )
 from proxy.guards._context import AnswerContext
+from proxy.guards._options import GuardOptionError
+from proxy.guards._policy_regex import PolicyRegex, PolicyRegexError, compile_policy_regex, literal_alternation
 from proxy.guards._result import GuardResult
 from proxy.guards._schema import SCHEMAS, SchemaCache
 
@@ -30,10 +35,15 @@ __all__ = [
     "AnswerContext",
     "Guard",
     "GuardChain",
+    "GuardOptionError",
     "GuardResult",
+    "PolicyRegex",
+    "PolicyRegexError",
     "SCHEMAS",
     "SchemaCache",
     "build_guards",
+    "compile_policy_regex",
     "guard_classes",
+    "literal_alternation",
     "parse_spec",
 ]

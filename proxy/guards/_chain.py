@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from proxy.guards._context import AnswerContext
+from proxy.guards._options import GuardOptionError
 from proxy.guards._result import GuardResult, fail
 from proxy.guards.finish_reason import FinishReasonGuard
 from proxy.guards.json_schema import JsonSchemaGuard
@@ -153,11 +154,12 @@ class GuardChain:
 def build_guards(specs: Sequence[str | Mapping[str, Any]] | None, taxonomy: Mapping[str, Any] | None = None) -> GuardChain:
     """A GuardChain from a route's `guards:` list. `taxonomy`: class -> severity (a string, a mapping
     with `severity`, or the policy's TaxonomyClass); classes it lacks take DEFAULT_TAXONOMY's severity.
-    Raises ValueError naming the guard (and its position) for an unknown name or bad options."""
+    Raises ValueError naming the guard (and its position) for an unknown name or bad options; a
+    GuardOptionError (`where`: the path inside that guard's spec) when the bad value is known."""
     guards = []
     for position, spec in enumerate(specs or ()):
         try:
             guards.append(_build_one(spec))
         except ValueError as exc:
-            raise ValueError(f"guards[{position}]: {exc}") from None
+            raise GuardOptionError(f"guards[{position}]: {exc}", getattr(exc, "where", ())) from None
     return GuardChain(guards, taxonomy)

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-__all__ = ["options_dict", "bool_opt", "int_opt", "str_list", "taxonomy_opt", "compile_patterns"]
+from proxy.guards._policy_regex import PolicyRegex, PolicyRegexError, compile_policy_regex
+
+__all__ = ["GuardOptionError", "options_dict", "bool_opt", "int_opt", "str_list", "taxonomy_opt", "compile_patterns"]
+
+
+class GuardOptionError(ValueError):
+    """A bad option whose place inside the guard's spec is known: `where` is the path from the spec
+    (`("regex_deny", "patterns", 1)`), so `sluicegate check` can point at the line of that value."""
+
+    def __init__(self, message: str, where: tuple[str | int, ...] = ()) -> None:
+        super().__init__(message)
+        self.where = where
 
 
 def options_dict(guard: str, options: Any, allowed: set[str], shorthand: str | None = None) -> dict[str, Any]:
@@ -58,11 +68,14 @@ def taxonomy_opt(guard: str, opts: dict[str, Any], default: str) -> str:
     return value
 
 
-def compile_patterns(guard: str, patterns: list[str], ignore_case: bool) -> list[re.Pattern[str]]:
+def compile_patterns(guard: str, patterns: list[str], ignore_case: bool,
+                     where: tuple[str | int, ...] = (), indexed: bool = True) -> list[PolicyRegex]:
+    """Policy patterns compiled for linear-time matching (RE2, see `_policy_regex`). A refused pattern
+    raises GuardOptionError at `where` (+ its index when the option was a list)."""
     out = []
-    for p in patterns:
+    for i, p in enumerate(patterns):
         try:
-            out.append(re.compile(p, re.IGNORECASE if ignore_case else 0))
-        except re.error as exc:
-            raise ValueError(f"guard '{guard}': pattern {p!r} does not compile: {exc}") from None
+            out.append(compile_policy_regex(p, ignore_case))
+        except PolicyRegexError as exc:
+            raise GuardOptionError(f"guard '{guard}': {exc}", (*where, i) if indexed else where) from None
     return out

@@ -8,11 +8,11 @@ is not checked.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from proxy.guards._context import AnswerContext
 from proxy.guards._options import int_opt, options_dict, str_list, taxonomy_opt
+from proxy.guards._policy_regex import literal_alternation
 from proxy.guards._result import GuardResult, fail
 
 __all__ = ["OutOfScopeGuard"]
@@ -25,8 +25,7 @@ class OutOfScopeGuard:
 
     def __init__(self, keywords: list[str], min_matches: int = 1, taxonomy: str = "out_of_scope_answer") -> None:
         self.keywords = keywords
-        words = sorted({k.lower() for k in keywords}, key=len, reverse=True)
-        self.pattern = re.compile(r"(?<!\w)(?:" + "|".join(re.escape(w) for w in words) + r")(?!\w)", re.IGNORECASE)
+        self.pattern = literal_alternation({k.lower() for k in keywords}, whole_words=True, ignore_case=True)
         self.min_matches = min_matches
         self.taxonomy = taxonomy
 

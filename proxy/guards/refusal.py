@@ -8,11 +8,11 @@ Options: `phrases` (replace the defaults), `extra_phrases` (add to them), `windo
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from proxy.guards._context import AnswerContext, short
 from proxy.guards._options import int_opt, options_dict, str_list, taxonomy_opt
+from proxy.guards._policy_regex import literal_alternation
 from proxy.guards._result import GuardResult, fail
 
 __all__ = ["RefusalGuard", "DEFAULT_REFUSAL_PHRASES"]
@@ -33,8 +33,8 @@ class RefusalGuard:
 
     def __init__(self, phrases: list[str] | tuple[str, ...] = DEFAULT_REFUSAL_PHRASES, window: int = 300,
                  taxonomy: str = "unexpected_refusal") -> None:
-        norm = sorted({p.lower().replace("\u2019", "'") for p in phrases}, key=len, reverse=True)
-        self.pattern = re.compile("|".join(re.escape(p) for p in norm)) if norm else None
+        norm = {p.lower().replace("\u2019", "'") for p in phrases}
+        self.pattern = literal_alternation(norm, whole_words=False, ignore_case=False) if norm else None
         self.window = window
         self.taxonomy = taxonomy
 

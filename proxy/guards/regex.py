@@ -1,10 +1,14 @@
-"""`regex_deny` and `regex_require`: Python regular expressions over the answer's text (per choice).
+"""`regex_deny` and `regex_require`: regular expressions over the answer's text (per choice).
 
 `{regex_deny: ['(?i)api[_-]?key', 'BEGIN PRIVATE KEY']}` or
 `{regex_deny: {patterns: [...], taxonomy: dangerous_advice, ignore_case: true}}`.
 `regex_deny`: each pattern found is a failure (class from `taxonomy`, default `forbidden_content`).
 `regex_require`: each pattern not found is a failure (default `missing_required_content`); with
 `mode: any` one match of any pattern is enough (one failure if none matches).
+
+Patterns are compiled by `_policy_regex` (RE2: linear time, so a caller-steered answer cannot stall
+the event loop); a pattern RE2 cannot run (look-around, backreferences) is refused at load, and the
+error points at that pattern (`guards[2].regex_deny[0]`).
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ class _RegexGuard:
     __slots__ = ("patterns", "taxonomy", "any_mode")
 
     def __init__(self, patterns: list[str], taxonomy: str | None = None, ignore_case: bool = False,
-                 any_mode: bool = False) -> None:
-        self.patterns = compile_patterns(self.name, patterns, ignore_case)
+                 any_mode: bool = False, *, where: tuple[str | int, ...] = (), indexed: bool = True) -> None:
+        # where/indexed: the patterns' place in the guard's spec, for the location of a refused one
+        self.patterns = compile_patterns(self.name, patterns, ignore_case, where, indexed)
         self.taxonomy = taxonomy or self.default_class
         self.any_mode = any_mode
 
@@ -42,8 +47,10 @@ class _RegexGuard:
         mode = opts.get("mode", "all")
         if mode not in ("all", "any"):
             raise ValueError(f"guard '{cls.name}': option mode must be 'all' or 'any', got {mode!r}")
+        where = (cls.name, "patterns") if isinstance(options, dict) else (cls.name,)
         return cls(str_list(cls.name, opts, "patterns", None), taxonomy_opt(cls.name, opts, cls.default_class),
-                   bool_opt(cls.name, opts, "ignore_case", False), mode == "any")
+                   bool_opt(cls.name, opts, "ignore_case", False), mode == "any",
+                   where=where, indexed=isinstance(opts.get("patterns"), list))
 
 
 class RegexDenyGuard(_RegexGuard):

@@ -7,20 +7,24 @@ import httpx
 from proxy.providers._anthropic import AnthropicAdapter
 from proxy.providers._base import ENDPOINT_PATHS, ProviderAdapter, UpstreamCall, UpstreamReply, UpstreamStream
 from proxy.providers._openai import AzureOpenAIAdapter, OpenAIAdapter
-from proxy.providers._sse import SSESplitter, event_data
+from proxy.providers._scrub import Scrubber, provider_secrets
+from proxy.providers._sse import EventTooLarge, SSESplitter, event_data
 
 __all__ = [
     "ENDPOINT_PATHS",
     "AnthropicAdapter",
     "AzureOpenAIAdapter",
+    "EventTooLarge",
     "OpenAIAdapter",
     "ProviderAdapter",
     "SSESplitter",
+    "Scrubber",
     "UpstreamCall",
     "UpstreamReply",
     "UpstreamStream",
     "build_provider",
     "event_data",
+    "provider_secrets",
 ]
 
 
@@ -36,7 +40,9 @@ def build_provider(name: str, config: object, transport: httpx.AsyncBaseTranspor
         headers=getattr(config, "headers", None),
         connect_timeout=getattr(config, "connect_timeout", 5.0),
         read_timeout=getattr(config, "read_timeout", 120.0),
+        pool_timeout=getattr(config, "pool_timeout", 10.0),
         max_connections=getattr(config, "max_connections", 256),
+        limits=getattr(config, "limits", None),
         transport=transport,
     )
     if kind == "azure":

@@ -81,6 +81,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from proxy.providers._scrub import mask_key_like
+from proxy.providers._upstream_error import describe_body, safe_identifier
+
 __all__ = [
     "DROPPED_PARAMS",
     "UNSUPPORTED_PARAMS",
@@ -639,27 +642,34 @@ def _openai_error(message: str, anthropic_type: str | None, status: int) -> JSON
     return {"error": {"message": message, "type": type_, "param": None, "code": anthropic_type}}
 
 
-def error_to_openai(status: int, body: bytes) -> tuple[int, JSON]:
+def error_to_openai(status: int, body: bytes, *, content_type: str | None = None,
+                    scrub: Callable[[str], str] = mask_key_like, cut: bool = False) -> tuple[int, JSON]:
     """An Anthropic error response as (status, OpenAI error body).
 
     The status is kept except 529 (overloaded) -> 503. ``code`` is Anthropic's error type (None if
-    the body is not Anthropic's error JSON, in which case the message quotes the start of the body).
-    Anthropic's ``request_id``, when present, is appended to the message.
+    the body is not Anthropic's error JSON, in which case the message describes the body and quotes
+    the start of plain text, never markup). Anthropic's ``request_id``, when present, is appended to
+    the message. Every text taken from the body goes through `scrub` (by default key-like tokens are
+    masked; the adapter passes its provider's scrubber) before it is cut short; `cut`: the body was
+    longer than what was read.
     """
     out_status = 503 if status == 529 else status
-    try:
-        data = json.loads(body)
-    except ValueError:
-        data = None
+    data = None
+    if not cut:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict) and isinstance(error.get("message"), str):
-        kind = error.get("type") if isinstance(error.get("type"), str) else None
+        kind = safe_identifier(error.get("type"))
         message = error["message"]
         if isinstance(data, dict) and isinstance(data.get("request_id"), str):
             message = f"{message} (anthropic request_id {data['request_id']})"
-        return out_status, _openai_error(message, kind, out_status)
-    snippet = body[:200].decode("utf-8", "replace").strip()
-    message = f"Anthropic returned status {status}" + (f": {snippet}" if snippet else "")
+        return out_status, _openai_error(scrub(message), kind, out_status)
+    message = f"Anthropic returned status {status}"
+    if body:
+        message += ": " + describe_body(body, content_type, scrub, cut=cut)
     return out_status, _openai_error(message, None, out_status)
 
 

@@ -10,14 +10,16 @@ from urllib.parse import quote
 import httpx
 import orjson
 
+from proxy.config import UpstreamLimits
 from proxy.errors import UpstreamBadResponse, UpstreamError, UpstreamHTTPError
 from proxy.providers._base import ENDPOINT_PATHS, UpstreamCall, UpstreamReply
-from proxy.providers._http import AiohttpClient, HTTPClient, HTTPResponse, HttpxClient, Timeouts
-from proxy.providers._sse import SSESplitter
+from proxy.providers._http import HTTPClient, HTTPResponse, Timeouts, open_client
+from proxy.providers._limits import event_too_large
+from proxy.providers._scrub import Scrubber, provider_secrets
+from proxy.providers._sse import EventTooLarge, SSESplitter
+from proxy.providers._upstream_error import ERROR_BODY_BYTES, http_error
 
 __all__ = ["AzureOpenAIAdapter", "OpenAIAdapter"]
-
-_PASS_HEADERS = ("retry-after", "retry-after-ms")
 
 
 class OpenAIAdapter:
@@ -25,16 +27,17 @@ class OpenAIAdapter:
 
     def __init__(self, name: str, *, base_url: str, api_key: str | None = None,
                  headers: Mapping[str, str] | None = None, connect_timeout: float = 5.0,
-                 read_timeout: float = 120.0, max_connections: int = 256,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 read_timeout: float = 120.0, pool_timeout: float = 10.0, max_connections: int = 256,
+                 limits: UpstreamLimits | None = None, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.name = name
         request_headers = {"content-type": "application/json", **(headers or {})}
         if api_key:
             request_headers.update(self._auth_headers(api_key))
-        self._timeouts = Timeouts(connect=connect_timeout, read=read_timeout)
-        self._http: HTTPClient = (
-            HttpxClient(name, base_url, request_headers, transport) if transport is not None
-            else AiohttpClient(name, base_url, request_headers, max_connections=max_connections))
+        self.limits = limits or UpstreamLimits()
+        self._timeouts = Timeouts(connect=connect_timeout, read=read_timeout, pool=pool_timeout)
+        self._scrub = Scrubber(provider_secrets(api_key, headers, base_url))
+        self._http: HTTPClient = open_client(name, base_url, request_headers, max_connections=max_connections,
+                                             limits=self.limits, transport=transport)
 
     @staticmethod
     def _auth_headers(api_key: str) -> dict[str, str]:
@@ -43,20 +46,25 @@ class OpenAIAdapter:
     def _timeouts_for(self, call: UpstreamCall) -> Timeouts:
         if call.timeout is None:
             return self._timeouts
-        return Timeouts(connect=min(call.timeout, self._timeouts.connect), read=min(call.timeout, self._timeouts.read))
+        t = self._timeouts
+        return Timeouts(connect=min(call.timeout, t.connect), read=min(call.timeout, t.read),
+                        pool=min(call.timeout, t.pool))
 
     def _path(self, call: UpstreamCall) -> str:
         return ENDPOINT_PATHS[call.endpoint]
 
     async def _post(self, call: UpstreamCall) -> HTTPResponse:
-        return await self._http.post(self._path(call), orjson.dumps(call.body), self._timeouts_for(call))
+        response = await self._http.post(self._path(call), orjson.dumps(call.body), self._timeouts_for(call))
+        if response.status >= 400:
+            raise await self._http_error(response)
+        return response
 
     async def send(self, call: UpstreamCall) -> UpstreamReply:
         response = await self._post(call)
         content = await response.read()
         first_byte_at = time.time()
-        if response.status >= 400:
-            raise self._http_error(response.status, content, response.headers)
+        if self._scrub:
+            content = self._scrub.answer(content)  # an upstream echoing our key in an answer
         try:
             data = orjson.loads(content)
         except orjson.JSONDecodeError:
@@ -70,19 +78,11 @@ class OpenAIAdapter:
 
     async def stream(self, call: UpstreamCall) -> _OpenAIStream:
         response = await self._post(call)
-        if response.status >= 400:
-            content = await response.read()
-            raise self._http_error(response.status, content, response.headers)
-        return _OpenAIStream(self.name, response)
+        return _OpenAIStream(self.name, response, self.limits.max_event_bytes, self._scrub)
 
-    def _http_error(self, status: int, content: bytes, headers: Mapping[str, str]) -> UpstreamHTTPError:
-        detail = _error_message(content)
-        return UpstreamHTTPError(
-            f"upstream '{self.name}' returned {status}" + (f": {detail}" if detail else ""),
-            provider=self.name, upstream_status=status, body=content,
-            content_type=headers.get("content-type"),
-            headers={k: headers[k] for k in _PASS_HEADERS if k in headers},
-        )
+    async def _http_error(self, response: HTTPResponse) -> UpstreamHTTPError:
+        body, cut = await response.read_some(ERROR_BODY_BYTES)
+        return http_error(self.name, response.status, body, response.headers, self._scrub, cut=cut)
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -109,23 +109,38 @@ class AzureOpenAIAdapter(OpenAIAdapter):
 
 
 class _OpenAIStream:
-    def __init__(self, provider: str, response: HTTPResponse) -> None:
+    def __init__(self, provider: str, response: HTTPResponse, max_event_bytes: int | None = None,
+                 scrub: Scrubber | None = None) -> None:
         self.provider = provider
         self.status = response.status
         self.first_byte_at = time.time()
         self._response = response
+        self._max_event_bytes = max_event_bytes
+        self._scrub = scrub if scrub else None
 
     async def events(self) -> AsyncIterator[bytes]:
-        splitter = SSESplitter()
+        splitter = SSESplitter(self._max_event_bytes)
+        scrub = self._scrub
         try:
             async for data in self._response.iter_chunks():
                 for event in splitter.feed(data):
-                    yield event
+                    if not event.isascii():
+                        self._check_utf8(event)
+                    yield scrub.answer(event) if scrub is not None else event
         except UpstreamError as exc:
             raise _stream_error(exc) from None
+        except EventTooLarge as exc:
+            raise event_too_large(self.provider, exc.size, exc.limit) from None
         if splitter.tail().strip():
             raise UpstreamBadResponse(f"upstream '{self.provider}' ended the stream in the middle of an event",
                                       provider=self.provider, upstream_status=self.status)
+
+    def _check_utf8(self, event: bytes) -> None:
+        try:
+            event.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UpstreamBadResponse(f"upstream '{self.provider}' sent an SSE event that is not valid UTF-8",
+                                      provider=self.provider, upstream_status=self.status) from None
 
     async def aclose(self) -> None:
         await self._response.aclose()
@@ -135,15 +150,3 @@ def _stream_error(error: UpstreamError) -> UpstreamError:
     error.message = error.message.replace("before the response was complete", "in the middle of the stream")
     error.args = (error.message,)
     return error
-
-
-def _error_message(content: bytes) -> str:
-    """The upstream's own error message, if it sent OpenAI's error shape (it never holds our key)."""
-    try:
-        data = orjson.loads(content)
-    except orjson.JSONDecodeError:
-        return ""
-    if isinstance(data, dict) and isinstance(data.get("error"), dict):
-        message = data["error"].get("message")
-        return str(message)[:300] if message else ""
-    return ""

@@ -71,7 +71,8 @@ class Record:
     ttft_ms: float | None = None
     upstream_status: int | None = None
     status: int | None = None  # what the client got (served attempt) or would have got
-    outcome: str = "ok"  # ok | upstream_error | timeout | connect_error | stream_cut | client_disconnected | malformed
+    outcome: str = "ok"  # ok | upstream_error | timeout | connect_error | stream_cut | cancelled | malformed |
+    # upstream_too_large | upstream_busy | …
     error: str | None = None
     guards: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     cache_hit: bool = False
@@ -86,8 +87,10 @@ class Record:
 class Outcome:
     """A downstream outcome the app reported, about one request or one whole episode.
 
-    Stored beside the records (same recorder, same store). `id` is derived from the caller's
-    idempotency key when there is one, so a repeated report is stored once.
+    Stored beside the records (same recorder, same store). With an idempotency key, `id` is derived
+    from (caller, request or episode, metric, key) and `digest` from the content (value, source,
+    note): a repeated report is stored once, and a different report under the same id is refused
+    (409 at the API; at write time it goes to `outcome_conflicts`, see `proxy.records._conflicts`).
     """
 
     id: str
@@ -99,4 +102,7 @@ class Outcome:
     episode_id: str | None = None
     source: str | None = None
     note: str | None = None
+    caller: str | None = None  # the name of the caller's key (auth.keys), never the key; None on an open gateway
+    idempotency_key: str | None = None  # as the caller sent it
+    digest: str | None = None  # of (value, source, note), set with an idempotency key
     kind: str = "outcome"  # tells outcome rows from record rows in a spill file

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 __all__ = ["PG_MIGRATIONS", "PG_SCHEMA_VERSION"]
 
-PG_SCHEMA_VERSION = 7
+PG_SCHEMA_VERSION = 8
 
 _TXID = "txid BIGINT NOT NULL DEFAULT (pg_current_xact_id()::text::bigint)"
 
@@ -76,5 +76,12 @@ PG_MIGRATIONS: dict[int, tuple[str, ...]] = {
             key TEXT PRIMARY KEY, route TEXT, variant TEXT, model TEXT, created_at DOUBLE PRECISION NOT NULL,
             expires_at DOUBLE PRECISION NOT NULL, answer TEXT NOT NULL)""",
         "CREATE INDEX IF NOT EXISTS response_cache_expires ON response_cache (expires_at)",
+    ),
+    8: (
+        # feedback idempotency scoped to (caller, subject, metric): see proxy.records._conflicts
+        "ALTER TABLE outcomes ADD COLUMN IF NOT EXISTS digest TEXT",
+        """CREATE TABLE IF NOT EXISTS outcome_conflicts (
+            id TEXT PRIMARY KEY, outcome_id TEXT NOT NULL, received_at DOUBLE PRECISION NOT NULL,
+            detected_at DOUBLE PRECISION NOT NULL, data JSONB NOT NULL)""",
     ),
 }

@@ -29,6 +29,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import asyncpg
 
+from proxy.records._conflicts import PG_CONFLICT_SQL, conflict_params, is_keyed_outcome, log_conflicts
 from proxy.records._dialect import POSTGRES
 from proxy.records._model import Record
 from proxy.records._pg_schema import PG_MIGRATIONS, PG_SCHEMA_VERSION
@@ -76,17 +77,24 @@ def _side_sql(kind: str) -> str:
 _SIDE_SQL = {kind: _side_sql(kind) for kind in SIDE_TABLES}
 
 
-def _encode(rows: Sequence[Any]) -> tuple[list[tuple[Any, ...]], dict[str, list[list[Any]]]]:
-    """Records as COPY tuples, other rows as their statement's parameters (runs on a thread)."""
+_Keyed = list[tuple[Mapping[str, Any], list[Any], list[Any]]]
+
+
+def _encode(rows: Sequence[Any]) -> tuple[list[tuple[Any, ...]], dict[str, list[list[Any]]], _Keyed]:
+    """Records as COPY tuples, other rows as their statement's parameters, and outcomes under an
+    idempotency key with their conflict parameters (runs on a thread)."""
     records: list[tuple[Any, ...]] = []
     side: dict[str, list[list[Any]]] = {}
+    keyed: _Keyed = []
     for row in rows:
         kind = side_row(row)
         if kind is None:
             records.append(tuple(row_params(row)))
+        elif is_keyed_outcome(*kind):
+            keyed.append((kind[1], side_params(*kind), conflict_params(kind[1])))
         else:
             side.setdefault(kind[0], []).append(side_params(*kind))
-    return records, side
+    return records, side, keyed
 
 
 def _plain(value: Any) -> Any:
@@ -107,6 +115,7 @@ class PostgresStore:
         self._locks: dict[str, asyncio.Lock] = {}
         self._open = False
         self._lease_held: set[str] = set()
+        self.outcome_conflicts = 0  # keyed outcomes kept aside at write time since open (_conflicts.py)
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"
@@ -182,12 +191,14 @@ class PostgresStore:
         return int(await self._run("write", lambda c: c.fetchval("SELECT max(version) FROM schema_version")) or 0)
 
     async def write_records(self, rows: Sequence[Mapping[str, Any] | Record]) -> int:
-        records, side = await asyncio.to_thread(_encode, list(rows))
-        if not records and not side:
+        records, side, keyed = await asyncio.to_thread(_encode, list(rows))
+        if not records and not side and not keyed:
             return 0
+        conflicts: list[Mapping[str, Any]] = []
 
         async def write(conn: asyncpg.Connection) -> int:
             inserted = 0
+            conflicts.clear()  # a retried transaction starts over
             async with conn.transaction():
                 if records:
                     await conn.execute("CREATE TEMP TABLE IF NOT EXISTS records_stage "
@@ -200,9 +211,18 @@ class PostgresStore:
                 for kind, params in side.items():
                     await conn.executemany(_SIDE_SQL[kind], params)
                     inserted += len(params)
+                for row, params, conflict in keyed:  # one by one: a taken id is checked against its content
+                    if await conn.execute(_SIDE_SQL["outcome"], *params) == "INSERT 0 1":
+                        inserted += 1
+                    elif await conn.execute(PG_CONFLICT_SQL, *conflict) == "INSERT 0 1":
+                        conflicts.append(row)
             return inserted
 
-        return int(await self._run("write", write))
+        written = int(await self._run("write", write))
+        if conflicts:
+            self.outcome_conflicts += len(conflicts)
+            log_conflicts(self.url, conflicts, self.outcome_conflicts)
+        return written
 
     async def ping(self) -> None:
         if not self._open:  # the server was down when this process started: open (and migrate) now

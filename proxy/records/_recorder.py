@@ -22,6 +22,19 @@ replayed the same way after `start()`; a corrupt line (a crash mid-write) is ski
 Nothing is lost silently: `dropped` counts records that could be neither stored nor spilled (the
 spill file cannot be written, or a record cannot be encoded), and each such event is logged.
 
+Write health (`store_healthy`, `/readyz`'s `writable`) is what the last write did, never what a
+ping says: a full disk still answers the ping (`BEGIN IMMEDIATE; ROLLBACK` needs no space) while
+every insert fails with SQLITE_FULL. A ping only decides when to try writing again; the store is
+reported writable again once a write succeeds. `store_failures` counts failed writes and pings since
+the last successful write.
+
+Durability: a record is in the store or the spill file within one flush interval plus one store
+write of its `submit` (~50–60 ms); `kill -9` loses what is waiting in memory then. With a journal
+(`journal_path`, see `_journal.py`) `submit` also seals the record and appends it to the journal
+before returning, so the process can die at any point without losing an answered request's record.
+The journal's generations are deleted once every record in them is stored or spilled (kept while
+any record has been dropped, for the next start to replay).
+
 All methods must be called from the event loop's thread.
 """
 
@@ -40,8 +53,9 @@ from typing import Any
 import orjson
 import structlog
 
+from proxy.records._journal import Journal
 from proxy.records._model import Record
-from proxy.records._seal import encode_row
+from proxy.records._seal import encode_row, seal
 from proxy.records._store import RecordStore
 
 __all__ = ["Recorder"]
@@ -63,7 +77,8 @@ class Recorder:
 
     def __init__(self, store: RecordStore, *, spill_path: str | Path, buffer_size: int = 10_000,
                  batch_size: int = 500, flush_interval: float = 0.05, write_timeout: float = 5.0,
-                 retry_interval: float = 1.0, logger: Any = None) -> None:
+                 retry_interval: float = 1.0, journal_path: str | Path | None = None,
+                 journal_rotate_s: float = 1.0, logger: Any = None) -> None:
         if buffer_size < 1 or batch_size < 1:
             raise ValueError("buffer_size and batch_size must be >= 1")
         self._store = store
@@ -90,7 +105,10 @@ class Recorder:
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sluicegate-spill")
         self._replay_offset = 0  # bytes of <spill>.replaying already stored
 
-        self._healthy = True
+        self._healthy = True  # try writes (False: the last write or ping failed; ping again before writing)
+        self._writable = True  # the last write succeeded (or none failed yet): what /readyz reports
+        self._failures = 0  # failed writes and pings since the last successful write
+        self._last_failure_at: float | None = None
         self._next_ping = 0.0
         self._submitted = 0
         self._written = 0
@@ -102,14 +120,34 @@ class Recorder:
         self._last_error: str | None = None
         self._last_write_at: float | None = None
 
+        # journal: generations waiting for their records to be stored or spilled, as (generation, mark):
+        # every record in it was queued before `_queued` reached `mark` (the buffer is FIFO)
+        self._journal = Journal(journal_path) if journal_path is not None else None
+        self._journal_rotate_s = journal_rotate_s
+        self._next_rotate = 0.0
+        self._sealed: deque[tuple[int, int]] = deque()
+        self._queued = 0  # records ever appended to the buffer
+        self._journal_keep = False  # a record was dropped: keep every generation for the next start
+        self._journal_ok = True
+        self._journal_failed = 0
+        self._journal_recovered = 0
+
     # ---------------------------------------------------------------- request path
 
     def submit(self, record: Record | dict[str, Any]) -> None:
-        """Hand a record over (sync, O(1), never awaits). The record must not be mutated afterwards."""
+        """Hand a record over (sync, O(1), never awaits). The record must not be mutated afterwards.
+
+        With a journal, the record is sealed and appended to it here (one write(2)) before this returns."""
         self._submitted += 1
+        if self._journal is not None and not self._closed:
+            journaled = self._journal_append(record)
+            if journaled is None:
+                return
+            record = journaled
         buf = self._buf
         if len(buf) < self._buffer_size and not self._closed:
             buf.append(record)
+            self._queued += 1
             if len(buf) >= self._batch_size:
                 self._wake.set()
             return
@@ -123,6 +161,34 @@ class Recorder:
             self._spill_write(line, 1)
         except Exception as exc:  # noqa: BLE001
             self._drop(1, "spill file cannot be written", exc)
+
+    def _journal_append(self, record: Record | dict[str, Any]) -> Record | dict[str, Any] | None:
+        """Seal and journal a record; returns the row to buffer (sealed once, here), None if dropped.
+        A journal that cannot be written is counted and logged; the record is still kept in memory."""
+        try:
+            if isinstance(record, Record):
+                row: Any = seal(record)
+                line = orjson.dumps(row) + b"\n"
+            else:
+                row, line = record, encode_row(record) + b"\n"
+        except Exception as exc:  # noqa: BLE001 - an unencodable record must not fail the request
+            self._drop(1, "record cannot be encoded", exc)
+            return None
+        journal = self._journal
+        assert journal is not None
+        try:
+            journal.append(line)
+        except OSError as exc:
+            self._journal_failed += 1
+            if self._journal_ok:
+                self._journal_ok = False
+                self._log.error("records.journal_unwritable", error=_error_text(exc), file=str(journal.path),
+                                message="records are kept in memory only until the journal can be written")
+        else:
+            if not self._journal_ok:
+                self._journal_ok = True
+                self._log.info("records.journal_writable", failed_total=self._journal_failed)
+        return row
 
     # ---------------------------------------------------------------- spill file
 
@@ -194,6 +260,8 @@ class Recorder:
 
     def _drop(self, count: int, reason: str, exc: BaseException | None) -> None:
         self._dropped += count
+        if self._journal is not None:
+            self._journal_keep = True  # the journal may still hold them: never delete it now
         self._log.error("records.dropped", count=count, reason=reason, dropped_total=self._dropped,
                         error=_error_text(exc) if exc is not None else None)
 
@@ -268,20 +336,97 @@ class Recorder:
                 continue
         return total
 
+    def _adopt_journal_sync(self) -> int:
+        """(spill thread, at start) Move journal generations left by an earlier process into the spill
+        file, then delete them. Returns the lines moved. On a disk error the files stay (next start)."""
+        journal = self._journal
+        assert journal is not None
+        leftovers = journal.leftovers()
+        if not leftovers:
+            return 0
+        lines = 0
+        with self._spill_lock:
+            if self._spill_fh is None:
+                self._spill_fh = self._open_spill()
+            try:
+                for _, path in leftovers:
+                    with open(path, "rb") as fh:
+                        last = b"\n"
+                        while chunk := fh.read(1 << 20):
+                            self._write_all(chunk)
+                            lines += chunk.count(b"\n")
+                            last = chunk[-1:]
+                    if last != b"\n":  # a torn last line: the spill replay skips and counts it
+                        self._write_all(b"\n")
+                        lines += 1
+            except BaseException:
+                fh_, self._spill_fh = self._spill_fh, None  # reopened (and its tail repaired) next time
+                fh_.close()
+                raise
+        for _, path in leftovers:  # a copy cut short by a crash is adopted again: replays are idempotent
+            path.unlink(missing_ok=True)
+        return lines
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[self._spill_fh.write(view):]
+
+    async def _journal_tick(self) -> None:
+        """Delete journal generations whose records are all stored or spilled; start a new generation
+        at most every `journal_rotate_s` (a rename-free open: cheap enough for the loop's thread)."""
+        journal = self._journal
+        if journal is None or self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        done = self._queued - len(self._buf) - len(self._inflight)  # FIFO: every record queued before is done
+        while self._sealed and self._sealed[0][1] <= done and not self._journal_keep:
+            generation, _ = self._sealed.popleft()
+            try:
+                await loop.run_in_executor(self._io, journal.discard, generation)
+            except OSError as exc:  # left on disk: replayed (idempotently) at the next start
+                self._log.warning("records.journal_not_deleted", file=str(journal.file(generation)),
+                                  error=_error_text(exc))
+        now = loop.time()
+        if not journal.is_open and journal.is_locked and now >= self._next_rotate:  # could not be opened: retry
+            self._next_rotate = now + self._journal_rotate_s
+            try:
+                await loop.run_in_executor(self._io, journal.open)
+            except OSError:
+                pass  # still failing: appends are counted as failed
+            return
+        if journal.bytes and now >= self._next_rotate and not self._journal_keep:
+            self._next_rotate = now + self._journal_rotate_s
+            try:
+                self._sealed.append((journal.rotate(), self._queued))
+            except OSError as exc:  # keep appending to the current generation
+                self._log.warning("records.journal_not_rotated", file=str(journal.path), error=_error_text(exc))
+
     # ---------------------------------------------------------------- background writer
 
     def _set_unhealthy(self, exc: BaseException) -> None:
+        """A write or a ping failed: spill until a ping answers."""
         self._last_error = _error_text(exc)
+        self._last_failure_at = time.time()
+        self._failures += 1
         self._next_ping = asyncio.get_running_loop().time() + self._retry_interval
-        if self._healthy:
-            self._healthy = False
+        self._healthy = False
+        if self._writable:  # one warning per change of state, not one per failed retry
+            self._writable = False
             self._log.warning("records.store_unhealthy", store=self._store.url, error=self._last_error,
                               buffered=len(self._buf), spilled=self._spilled,
                               spill_pending=self._spill_pending, dropped=self._dropped)
 
     def _set_healthy(self) -> None:
-        if not self._healthy:
-            self._healthy = True
+        """A ping answered: try writing again. Not writable yet — a full disk answers pings too."""
+        self._healthy = True
+
+    def _wrote(self) -> None:
+        """A write succeeded: the store is writable (again)."""
+        self._last_write_at = time.time()
+        self._failures = 0
+        if not self._writable:
+            self._writable = True
             self._log.info("records.store_recovered", store=self._store.url, buffered=len(self._buf),
                            spilled=self._spilled, spill_pending=self._spill_pending, dropped=self._dropped)
 
@@ -332,7 +477,8 @@ class Recorder:
                 return
             self._inflight = []
             self._written += taken
-            self._last_write_at = time.time()
+            if taken:
+                self._wrote()
 
     async def _replay_some(self, max_batches: int = 4) -> None:
         """Replay up to `max_batches` batches of the spill file(s)."""
@@ -358,7 +504,8 @@ class Recorder:
                     return
                 self._replayed += taken
                 self._pending_done(len(rows))
-                self._last_write_at = time.time()
+                if taken:
+                    self._wrote()
             self._replay_offset = offset
             if at_end:
                 await loop.run_in_executor(self._io, self._finish_replay_sync)
@@ -425,6 +572,7 @@ class Recorder:
                     if self._stopping:
                         continue
                 await self._step()
+                await self._journal_tick()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the writer must never die
@@ -443,6 +591,8 @@ class Recorder:
         if self._closed:
             raise RuntimeError("a stopped recorder cannot be restarted")
         loop = asyncio.get_running_loop()
+        if self._journal is not None:
+            await self._open_journal(loop)
         try:
             pending = await loop.run_in_executor(self._io, self._count_pending_sync)
         except OSError as exc:  # the spill file is unreadable: serve anyway, say so
@@ -452,7 +602,57 @@ class Recorder:
         if pending:
             self._spill_pending += pending
             self._log.info("records.spill_found", pending=pending, file=str(self._spill_path))
+        if await loop.run_in_executor(self._io, self._spill_shares_disk_sync):
+            self._log.info("records.spill_on_store_disk", file=str(self._spill_path),
+                           message="the spill file is on the SQLite store's filesystem: a full disk stops both "
+                                   "(records are then dropped, counted); `serve --spill-path` can put it elsewhere")
         self._task = asyncio.create_task(self._run(), name="sluicegate-recorder")
+
+    def _spill_shares_disk_sync(self) -> bool:
+        """(spill thread) Whether the spill file would land on the same filesystem as an SQLite store."""
+        store_path = getattr(self._store, "path", None)
+        if not isinstance(store_path, str) or store_path == ":memory:":
+            return False
+
+        def device(path: Path) -> int | None:
+            for folder in path.absolute().parents:  # the nearest folder that exists
+                try:
+                    return os.stat(folder).st_dev
+                except OSError:
+                    continue
+            return None
+
+        store_dev = device(Path(store_path))
+        return store_dev is not None and store_dev == device(self._spill_path)
+
+    async def _open_journal(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Adopt what an earlier process left in the journal, then start a new generation."""
+        journal = self._journal
+        assert journal is not None
+        self._next_rotate = loop.time() + self._journal_rotate_s
+        try:
+            await loop.run_in_executor(self._io, journal.lock)
+        except OSError as exc:  # never touch another process's files; appends fail and are counted
+            self._journal_ok = False
+            self._journal_keep = True
+            self._log.error("records.journal_unwritable", file=str(journal.path), error=_error_text(exc),
+                            message="records are kept in memory only until the journal can be written")
+            return
+        try:
+            self._journal_recovered = await loop.run_in_executor(self._io, self._adopt_journal_sync)
+        except OSError as exc:
+            self._journal_keep = True
+            self._log.error("records.journal_unrecovered", file=str(journal.path), error=_error_text(exc),
+                            message="the journal's files stay on disk; they are replayed at the next start")
+        if self._journal_recovered:
+            self._log.info("records.journal_recovered", lines=self._journal_recovered, file=str(journal.path),
+                           spill=str(self._spill_path))
+        try:
+            await loop.run_in_executor(self._io, journal.open)
+        except OSError as exc:  # appends fail and are counted (journal.failed in /readyz)
+            self._journal_ok = False
+            self._log.error("records.journal_unwritable", file=str(journal.path), error=_error_text(exc),
+                            message="records are kept in memory only until the journal can be written")
 
     async def flush(self) -> None:
         """Wait until every record submitted so far is written to the store or spilled."""
@@ -488,12 +688,33 @@ class Recorder:
         self._buf.clear()
         if leftovers:  # written or not, spill them: a replay stores nothing twice
             await self._spill(leftovers)
+        if self._journal is not None:
+            await asyncio.get_running_loop().run_in_executor(self._io, self._close_journal_sync)
         self._io.shutdown(wait=True)
         with self._spill_lock:
             if self._spill_fh is not None:
                 self._spill_fh.close()
                 self._spill_fh = None
         self._signal_progress()
+
+    def _close_journal_sync(self) -> None:
+        """(spill thread, at stop) Every record is stored or spilled: delete the journal's generations,
+        unless a record was dropped (then the next start replays them)."""
+        journal = self._journal
+        assert journal is not None
+        ours = journal.is_locked
+        journal.close()
+        if not ours:  # another process holds it: its files are not ours to judge
+            return
+        if self._journal_keep:
+            self._log.warning("records.journal_kept", file=str(journal.path), dropped=self._dropped,
+                              message="records were dropped; the journal is replayed at the next start")
+            return
+        for generation, _ in self._sealed:
+            journal.discard(generation)
+        self._sealed.clear()
+        if journal.generation:
+            journal.discard(journal.generation)
 
     # ---------------------------------------------------------------- observability
 
@@ -507,7 +728,17 @@ class Recorder:
             "replayed": self._replayed,
             "dropped": self._dropped,
             "spill_corrupt": self._spill_corrupt,
-            "store_healthy": self._healthy,
+            "store_healthy": self._writable,  # the last write succeeded (a ping alone does not count)
+            "store_failures": self._failures,  # failed writes and pings since the last successful write
             "last_error": self._last_error,
+            "last_failure_at": self._last_failure_at,
             "last_write_at": self._last_write_at,
+            "journal": None if self._journal is None else {
+                "path": str(self._journal.path),
+                "writable": self._journal_ok,
+                "appended": self._journal.appended,
+                "failed": self._journal_failed,
+                "recovered": self._journal_recovered,
+                "generations": len(self._sealed) + 1,
+            },
         }

@@ -19,6 +19,7 @@ __all__ = ["PRUNED_TABLES", "prune"]
 PRUNED_TABLES = {
     "records": ("started_at", "id"),
     "outcomes": ("received_at", "id"),
+    "outcome_conflicts": ("received_at", "id"),  # outcomes kept aside at write time (_conflicts.py)
     "scores": ("created_at", "id"),
     "reviews": ("entered_at", "id"),
     "canary_decisions": ("at", "id"),

@@ -60,7 +60,7 @@ class SideTable:
 
 SIDE_TABLES: dict[str, SideTable] = {
     "outcome": SideTable("outcomes", ("id", "metric", "value", "level", "received_at", "request_id", "episode_id",
-                                      "source"), ("id",), with_data=True),
+                                      "source", "digest"), ("id",), with_data=True),  # digest: schema v8
     "score": SideTable("scores", ("id", "record_id", "request_id", "scorer", "kind", "label", "score", "taxonomy",
                                   "confidence", "weight", "cost_usd", "created_at"), ("id",), replace=True,
                        with_data=True),

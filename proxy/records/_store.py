@@ -31,6 +31,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from proxy.records._conflicts import SQLITE_CONFLICT_SQL, conflict_params, is_keyed_outcome, log_conflicts
 from proxy.records._dialect import SQLITE, Dialect
 from proxy.records._model import Outcome, Record
 from proxy.records._rows import (
@@ -113,9 +114,9 @@ def records_query(since: float | None, until: float | None, route: str | None, r
 
 # --- SQLite --------------------------------------------------------------------------------------
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 READ_LANES = 3  # read connections: 0 and 1 for reports (a 2-core machine runs two report queries at once),
-LOOKUP_LANE = 2  # and one for point look-ups a request may wait on (the output cache): never behind a report
+LOOKUP_LANE = 2  # and one for point look-ups a request may wait on (the output cache, feedback): never behind a report
 
 _FAILED = "coalesce(json_extract(g.value, '$.passed'), 0) = 0"
 
@@ -258,6 +259,14 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             expires_at REAL NOT NULL, answer TEXT NOT NULL)""",
         "CREATE INDEX IF NOT EXISTS response_cache_expires ON response_cache (expires_at)",
     ),
+    8: (
+        # feedback idempotency scoped to (caller, subject, metric): the content digest of a keyed outcome, and
+        # the outcomes refused at write time because their scope already held other content (_conflicts.py)
+        "ALTER TABLE outcomes ADD COLUMN digest TEXT",
+        """CREATE TABLE IF NOT EXISTS outcome_conflicts (
+            id TEXT PRIMARY KEY, outcome_id TEXT NOT NULL, received_at REAL NOT NULL, detected_at REAL NOT NULL,
+            data TEXT NOT NULL)""",
+    ),
 }
 assert max(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -285,6 +294,7 @@ class SQLiteStore:
         self._read_executors: list[ThreadPoolExecutor] = []
         self._rconns: list[sqlite3.Connection | None] = [None] * READ_LANES
         self._lane = threading.local()  # which lane the current read thread serves
+        self.outcome_conflicts = 0  # keyed outcomes kept aside at write time since open (_conflicts.py)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.url!r})"
@@ -377,24 +387,35 @@ class SQLiteStore:
         conn = self._connection()
         # encode before taking the write lock; other kinds of rows travel the same path as records
         batches: dict[str, list[list[Any]]] = {}
+        keyed: list[tuple[Mapping[str, Any], list[Any]]] = []  # outcomes under an idempotency key: one by one
         for row in rows:
             side = side_row(row)
             if side is None:
                 batches.setdefault(_INSERT_SQL, []).append(row_params(row))
+            elif is_keyed_outcome(*side):
+                keyed.append((side[1], side_params(*side)))
             else:
                 batches.setdefault(_SIDE_SQL[side[0]], []).append(side_params(*side))
-        if not batches:
+        if not batches and not keyed:
             return 0
         before = conn.total_changes
+        conflicts: list[Mapping[str, Any]] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
             for sql, params in batches.items():
                 conn.executemany(sql, params)
+            for row, params in keyed:
+                if conn.execute(_SIDE_SQL["outcome"], params).rowcount == 0:  # the id is taken: same content?
+                    if conn.execute(SQLITE_CONFLICT_SQL, conflict_params(row)).rowcount:
+                        conflicts.append(row)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        if conflicts:
+            self.outcome_conflicts += len(conflicts)
+            log_conflicts(self.url, conflicts, self.outcome_conflicts)
         return conn.total_changes - before
 
     def _lease_sync(self, name: str, holder: str, ttl_s: float) -> bool:

@@ -6,7 +6,7 @@ A rule *matches* when ANY of its configured checks fires; the score then gets `l
 
 | check       | fires when                                                                         |
 | ----------- | ---------------------------------------------------------------------------------- |
-| `regex`     | the pattern is found anywhere in the answer text (`re.search`)                     |
+| `regex`     | the pattern is found anywhere in the answer text (RE2 search: linear time)         |
 | `max_chars` | the answer text is longer than `max_chars` characters                              |
 | `pii`       | the redaction detectors (`find_pii`) find an e-mail, phone, card number or secret  |
 | `keywords`  | NONE of the keywords appear (case-insensitive, whole words; a keyword may be a     |
@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from proxy.guards import PolicyRegex, compile_policy_regex, literal_alternation
 from proxy.records._redact import find_pii
 from proxy.scoring._score import Score, ScoreInput
 
@@ -87,11 +88,10 @@ def _present(doc: Any, steps: JsonPath) -> bool:
 
 
 def _keyword_pattern(keywords: list[str]) -> re.Pattern[str]:
-    # longest first, so that a phrase wins over a keyword it starts with
-    words = sorted({k.strip().lower() for k in keywords if k.strip()}, key=len, reverse=True)
+    words = {k.strip().lower() for k in keywords if k.strip()}
     if not words:
         raise ValueError("keywords must hold at least one non-blank keyword")
-    return re.compile(r"(?<!\w)(?:" + "|".join(re.escape(w) for w in words) + r")(?!\w)", re.IGNORECASE)
+    return literal_alternation(words, whole_words=True, ignore_case=True)  # longest first: phrases win
 
 
 class RuleCheck:
@@ -106,9 +106,9 @@ class RuleCheck:
         self.label_on_match: str = config.label_on_match
         self.label_otherwise: str = "fail" if config.label_on_match == "pass" else "pass"
         self.taxonomy: str | None = config.taxonomy
-        self.pattern: re.Pattern[str] | None = (
+        self.pattern: PolicyRegex | None = (
             config.pattern if config.pattern is not None
-            else re.compile(config.regex) if config.regex is not None else None)
+            else compile_policy_regex(config.regex) if config.regex is not None else None)
         self.max_chars: int | None = config.max_chars
         self.pii: bool = config.pii
         self.keywords: list[str] | None = config.keywords or None

@@ -1,4 +1,4 @@
-"""Reading an answer into its record, and the one access line per request."""
+"""Reading an answer into its record, a cancelled attempt's record, and the one access line per request."""
 
 from __future__ import annotations
 
@@ -11,11 +11,42 @@ from proxy.logs import get_logger
 from proxy.records import Record
 from proxy.server._state import Gateway
 
-__all__ = ["PASSTHROUGH_VARIANT", "finish_request", "describe_answer"]
+__all__ = ["CANCELLED", "CLIENT_CLOSED", "PASSTHROUGH_VARIANT", "WAITING", "describe_answer", "finish_cancelled",
+           "finish_request"]
 
 log = get_logger("sluicegate.access")
 
 PASSTHROUGH_VARIANT = "passthrough"
+
+# `outcome` of an attempt the gateway stopped before it finished, its upstream call closed: the client
+# disconnected (`error` says so; a stream's `served` says whether any event had reached it), or the
+# server was shutting down. Stream records of earlier versions say `client_disconnected` instead.
+CANCELLED = "cancelled"
+CLIENT_CLOSED = 499  # nginx's "client closed request": a status no client receives, for logs and metrics
+
+
+# what a cancelled attempt was waiting for, as its record's `error` says it
+WAITING = {
+    "upstream": "while waiting for the upstream",
+    "line": "while waiting in line for provider '{provider}' (its max_concurrent)",
+    "retry": "while waiting to retry",
+    "cache": "while the output cache was read",
+}
+
+
+def finish_cancelled(gateway: Gateway, record: Record, *, client_left: bool, waiting: str) -> None:
+    """An attempt stopped half-way, waiting for `waiting` (a key of WAITING): what it had spent so far
+    (time; the upstream's status, bytes, the answer and usage so far, where they were known) stays on
+    the record, which is not served."""
+    if record.response:
+        describe_answer(gateway, record, record.response)
+    record.ended_at = time.time()
+    record.latency_ms = round((record.ended_at - record.started_at) * 1000, 3)
+    record.served = False
+    record.outcome = CANCELLED
+    record.status = CLIENT_CLOSED if client_left else 503
+    who = "the client closed the connection" if client_left else "the server stopped the request"
+    record.error = f"{who} {WAITING[waiting].format(provider=record.provider)}"
 
 
 def describe_answer(gateway: Gateway, record: Record, data: dict[str, Any]) -> None:

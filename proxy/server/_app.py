@@ -24,10 +24,12 @@ from proxy.logs import flush_logs, get_logger, set_secrets
 from proxy.records import Recorder, open_store
 from proxy.server._auth import Authenticator, admin_only
 from proxy.server._cache import ResponseCache
+from proxy.server._crosssite import CrossSiteCheck
+from proxy.server._hosts import HostCheck
 from proxy.server._limits import HeaderLimit, ProviderSlots, RateLimiter
 from proxy.server._metrics import Metrics, metrics_endpoint, report_figures
 from proxy.server._openapi import openapi_json
-from proxy.ui import ui_routes
+from proxy.ui import is_form_post, ui_routes
 from proxy.server._feedback_api import feedback, feedback_batch
 from proxy.server._gateway import build_providers, compile_routes
 from proxy.server._inference import serve_inference
@@ -99,7 +101,8 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
                                 slots=ProviderSlots(policy))
     if app.state.gateway.auth.open:
         log.warning("auth_off", message="no caller keys in the policy (auth.keys): anyone who can reach this "
-                                        "port may call; bind to 127.0.0.1 or add keys")
+                                        "port may call; bind to 127.0.0.1 or add keys",
+                    allowed_hosts=policy.server.allowed_hosts or "localhost, 127.0.0.1, [::1] (server.allowed_hosts)")
     app.state.scoring_task = (asyncio.create_task(scoring.run(), name="sluicegate-scoring")
                               if scoring is not None and settings.scoring == "inprocess" else None)
     app.state.reloader = Reloader(app)
@@ -246,7 +249,9 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=_lifespan,
-        middleware=[Middleware(HeaderLimit)],
+        # Host first (DNS rebinding), then header size, then cross-site state changes (CSRF)
+        middleware=[Middleware(HostCheck), Middleware(HeaderLimit),
+                    Middleware(CrossSiteCheck, form_post=is_form_post)],
         exception_handlers={404: _not_found, 405: _method_not_allowed, SluicegateError: _sluicegate_error,
                             Exception: _internal_error},
     )

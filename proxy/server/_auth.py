@@ -32,6 +32,7 @@ class Caller:
     routes: frozenset[str] | None  # None: every route
     rate_limit: Any = None  # proxy.config.RateLimit
     digest: str = dataclasses.field(default="", repr=False)
+    max_concurrent: int | None = None  # None: the policy's server.max_concurrent_per_key
 
     def may_use(self, route: str) -> bool:
         return self.routes is None or route in self.routes
@@ -42,7 +43,7 @@ class Authenticator:
         self._callers: dict[str, Caller] = {}
         for name, key in auth.keys.items():
             routes = None if "*" in key.routes else frozenset(key.routes)
-            self._callers[key.hash] = Caller(name, routes, key.rate_limit, key.hash)
+            self._callers[key.hash] = Caller(name, routes, key.rate_limit, key.hash, key.max_concurrent)
         self._admin = list(auth.admin_keys)
 
     @property
@@ -81,6 +82,14 @@ class Authenticator:
                 raise PermissionDenied("this endpoint needs an admin key, and the policy has none "
                                        "(`auth.admin_keys`)", code="admin_key_required")
             raise PermissionDenied("this endpoint needs an admin key", code="admin_key_required")
+
+    def is_admin(self, headers: Mapping[str, str]) -> bool:
+        """Whether these headers may use the admin endpoints (always, on an open gateway without admin keys)."""
+        try:
+            self.admin(headers)
+        except (AuthenticationFailed, PermissionDenied):
+            return False
+        return True
 
 
 def admin_only(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:

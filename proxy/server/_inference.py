@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import orjson
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from proxy.errors import GuardBlocked, RouteNotFound, SluicegateError, UpstreamError, UpstreamTimeout, error_response
@@ -27,8 +28,10 @@ from proxy.providers._retry import retry_delay, safe_to_retry
 from proxy.records import Record, new_id
 from proxy.guards import GuardResult
 from proxy.routing import Assignment, sticky_key
-from proxy.server._answers import PASSTHROUGH_VARIANT, describe_answer, finish_request
+from proxy.server._answers import (CLIENT_CLOSED, PASSTHROUGH_VARIANT, describe_answer, finish_cancelled,
+                                   finish_request)
 from proxy.server._cache import cache_key, completion_events
+from proxy.server._disconnect import DisconnectWatch
 from proxy.server._gateway import CompiledRoute
 from proxy.server._relay import RelayResponse, buffer_stream
 from proxy.server._request import check_fields, read_json_body
@@ -47,6 +50,10 @@ async def serve_inference(request: Request, endpoint: str) -> Response:
     clock = time.perf_counter()
     request_id = new_id("req_")
     headers = {"x-sluicegate-request-id": request_id}
+    record: Record | None = None  # the current attempt's; handed to the recorder once its ended_at is set
+    watch: DisconnectWatch | None = None
+    key_slot: Callable[[], None] | None = None
+    waiting = "upstream"  # what the attempt is waiting for (a key of WAITING), for a cancelled record
     try:
         caller = gateway.auth.caller(request.headers)  # before the body: no work for unknown callers
         raw, body = await read_json_body(request, gateway.max_body_bytes, gateway.policy.server.body_timeout)
@@ -56,6 +63,7 @@ async def serve_inference(request: Request, endpoint: str) -> Response:
         route_name = route.name if route is not None else body["model"]
         gateway.auth.allow(caller, route_name)
         if caller is not None:
+            key_slot = gateway.key_slots.take(caller, gateway.policy.server.max_concurrent_per_key)
             headers.update(gateway.limiter.admit(caller))
         gateway.recent.add(request_id, meta.episode_id)
         headers["x-sluicegate-route"] = route_name
@@ -64,23 +72,32 @@ async def serve_inference(request: Request, endpoint: str) -> Response:
         deadline = clock + route.timeout if route is not None and route.timeout else None
         plan = route.plan(assignment.variant) if route is not None else None
         variant, reason, attempt, retries, upstream_retries = assignment.variant, "primary", 1, 0, 0
+        retry_wait = 0.0
+        watch = DisconnectWatch(request.receive)  # the body is read: from here on, a client that leaves cancels
         while True:
             headers["x-sluicegate-variant"] = variant
             record = _new_record(gateway, request_id, attempt, reason, endpoint, route_name, variant,
                                  body, meta, assignment, route, started_at if attempt == 1 else time.time())
             record.caller = caller.name if caller is not None else None
+            if retry_wait:  # the same upstream again, after the wait it asked for
+                waiting = "retry"
+                await asyncio.sleep(retry_wait)
+                record.started_at, retry_wait = time.time(), 0.0
             upstream_body, drop_usage_chunk = _upstream_body(gateway, body, record, meta, stream)
             record.request = upstream_body
             record.request_bytes = len(raw)
             key = cache_key(record.provider, upstream_body) if route is not None and route.config.cache else None
             if key is not None:
+                waiting = "cache"
                 hit = await _answer_from_cache(gateway, key, record, body, upstream_body, guards, stream, headers,
                                                clock)
                 if hit is not None:
                     return hit
             call = UpstreamCall(endpoint, upstream_body, _remaining(deadline, record))
             provider = gateway.providers[record.provider]
+            waiting = "line"
             release = await gateway.slots.acquire(record.provider)  # the provider's max_concurrent (or None)
+            waiting = "upstream"
             try:
                 if stream and not (guards is not None and route.buffer_streams):  # type: ignore[union-attr]
                     upstream = await _bounded(provider.stream(call), call.timeout, record.provider)
@@ -92,8 +109,9 @@ async def serve_inference(request: Request, endpoint: str) -> Response:
                         gateway.shadows.maybe_send(gateway, route, record, upstream_body)
                     on_done = partial(_keep_in_cache, gateway, route, key) if key is not None else None
                     relay = RelayResponse(gateway, guards, upstream, record, drop_usage_chunk, headers, clock,
-                                          on_done, release)
-                    release = None  # the relay gives the slot back when the stream ends
+                                          on_done, tuple(r for r in (release, key_slot) if r is not None), watch)
+                    # the relay records the attempt, stops the watch and gives both slots back when the stream ends
+                    record = watch = key_slot = release = None
                     return relay
                 if stream:
                     reply = await _bounded(buffer_stream(provider, call, record, drop_usage_chunk, clock),
@@ -105,10 +123,10 @@ async def serve_inference(request: Request, endpoint: str) -> Response:
                 _finish_failed(record, exc)
                 gateway.record(record)
                 delay = _retry_delay(gateway, record.provider, exc, upstream_retries, deadline)
-                if delay is not None:  # the same upstream again, after the wait it asked for
+                if delay is not None:
                     log.info("upstream_retry", request_id=request_id, provider=exc.provider, variant=variant,
                              delay_s=round(delay, 3), error=exc.message)
-                    await asyncio.sleep(delay)
+                    retry_wait = delay
                     reason, attempt, upstream_retries = "retry", attempt + 1, upstream_retries + 1
                     continue
                 following = plan.after_upstream_error() if plan is not None and _worth_another_try(exc) else None
@@ -148,6 +166,25 @@ async def serve_inference(request: Request, endpoint: str) -> Response:
         finish_request(gateway, request_id, headers.get("x-sluicegate-route"), headers.get("x-sluicegate-variant"),
                        exc.status, clock, None, error=exc.message, level=exc.log_level)
         return error_response(exc, headers)
+    except ClientDisconnect:  # gone while sending its body: nothing was routed or sent anywhere yet
+        finish_request(gateway, request_id, None, None, CLIENT_CLOSED, clock, None,
+                       error="the client closed the connection before its body arrived")
+        return Response(status_code=CLIENT_CLOSED)  # never read: the client is gone
+    except asyncio.CancelledError:
+        client_left = watch is not None and watch.absorb()
+        if record is not None and record.ended_at is None:  # the attempt under way: recorded, never lost
+            finish_cancelled(gateway, record, client_left=client_left, waiting=waiting)
+            gateway.record(record)
+        finish_request(gateway, request_id, headers.get("x-sluicegate-route"), headers.get("x-sluicegate-variant"),
+                       CLIENT_CLOSED if client_left else 503, clock, record.attempt if record is not None else None,
+                       error=record.error if record is not None else "cancelled")
+        if not client_left:
+            raise  # the server is stopping: let the cancellation go on
+        return Response(status_code=CLIENT_CLOSED)  # never read: the client is gone
+    finally:
+        if watch is not None:
+            watch.stop()
+        _give_back(key_slot)  # the caller's slot, at the end of the request (a stream's: at the stream's end)
 
 
 async def _answer_from_cache(gateway: Gateway, key: str, record: Record, body: dict[str, Any],
@@ -208,9 +245,10 @@ def _route(gateway: Gateway, request: Request, body: dict[str, Any], meta: Reque
         return route, splitter.assign(key)
     if gateway.policy.passthrough is not None:
         return None, Assignment(PASSTHROUGH_VARIANT, -1, False)
-    known = ", ".join(sorted(gateway.routes)) or "none"
-    raise RouteNotFound(f"no route named '{model}'; the routes are: {known} (GET /v1/models lists them)",
-                        param="model")
+    # only the routes this caller may use: a key limited to some learns nothing of the others
+    known = ", ".join(sorted(name for name in gateway.routes if caller is None or caller.may_use(name))) or "none"
+    raise RouteNotFound(f"no route named '{model}'; the routes you may use are: {known} (GET /v1/models lists "
+                        "them)", param="model")
 
 
 def _new_record(gateway: Gateway, request_id: str, attempt: int, reason: str, endpoint: str, route_name: str,

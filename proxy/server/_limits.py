@@ -1,4 +1,4 @@
-"""Rate limits per caller key, and the cap on concurrent upstream requests per provider.
+"""Rate limits and concurrency caps per caller key, and the cap on concurrent upstream requests per provider.
 
 Rate limits count in fixed one-minute windows: requests admitted, and tokens (prompt + completion)
 of the answers. A request is refused (429, Retry-After = the seconds left in the window) when
@@ -7,6 +7,12 @@ waits on Redis: each process counts, and with `auth.rate_limit_store` a backgrou
 counts to Redis every second (INCRBY) and reads back the replicas' totals. A window may so admit
 up to one second of the other replicas' traffic beyond the limit; without Redis (or while it is
 unreachable) each process enforces the limits on its own traffic.
+
+Concurrency per key is counted in this process only (requests in flight end within seconds or
+minutes, so there is nothing worth sharing): a key may have `max_concurrent` requests in flight
+(default `server.max_concurrent_per_key`), so one key cannot take a provider's whole pool; the next
+one gets a 429 at once. A request holds its slot from admission to its end — a stream until its last
+event — whatever fallbacks or retries it makes.
 """
 
 from __future__ import annotations
@@ -18,10 +24,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from proxy.errors import RateLimited, ServiceUnavailable
+from proxy.errors import ConcurrencyLimited, RateLimited, ServiceUnavailable
 from proxy.logs import get_logger
 
-__all__ = ["ProviderSlots", "RateLimiter"]
+__all__ = ["KeySlots", "ProviderSlots", "RateLimiter"]
 
 log = get_logger("sluicegate.limits")
 
@@ -133,6 +139,54 @@ class RateLimiter:
             window.requests -= requests  # now in Redis (counts taken meanwhile stay local)
             window.tokens -= tokens
             window.shared_requests, window.shared_tokens = int(results[3 * i]), int(results[3 * i + 1])
+
+
+class KeySlots:
+    """Requests in flight per caller key; at the key's cap, the next is refused (429, Retry-After: 1)."""
+
+    __slots__ = ("_in_flight",)
+
+    def __init__(self) -> None:
+        self._in_flight: dict[str, int] = {}
+
+    def take(self, caller: Any, default_cap: int | None) -> Callable[[], None] | None:
+        """A slot for one request of `caller` (call the returned function once, when the request
+        ends), or None when the key has no cap; ConcurrencyLimited when it is at its cap."""
+        cap = caller.max_concurrent if caller.max_concurrent is not None else default_cap
+        if cap is None:
+            return None
+        name = caller.name
+        held = self._in_flight.get(name, 0)
+        if held >= cap:
+            where = f"auth.keys.{name}.max_concurrent" if caller.max_concurrent is not None \
+                else "server.max_concurrent_per_key"
+            raise ConcurrencyLimited(f"key '{name}' already has {held} requests in flight, its limit ({where}: "
+                                     f"{cap}); retry when one of them has finished", headers={"retry-after": "1"})
+        self._in_flight[name] = held + 1
+        return _Slot(self._in_flight, name)
+
+    def in_flight(self) -> dict[str, int]:
+        return dict(self._in_flight)
+
+
+class _Slot:
+    """One request's place under its key's cap; giving it back twice gives back one."""
+
+    __slots__ = ("_counts", "_name")
+
+    def __init__(self, counts: dict[str, int], name: str) -> None:
+        self._counts: dict[str, int] | None = counts
+        self._name = name
+
+    def __call__(self) -> None:
+        counts, self._counts = self._counts, None
+        if counts is None:
+            return
+        left = counts[self._name] - 1
+        if left:
+            counts[self._name] = left
+        else:
+            del counts[self._name]  # keys that come and go leave nothing behind
 
 
 class ProviderSlots:

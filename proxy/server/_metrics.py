@@ -9,15 +9,21 @@ Two kinds, kept apart so the request path pays only for what only it can see:
   and the report's success rate per variant (refreshed every minute by one replica).
 
 Label sets are bounded: route, variant, provider, status, taxonomy class, severity, scorer — never
-a request id or a user. Each app has its own registry (several apps in one test process must not
-share counters). With `PROMETHEUS_MULTIPROC_DIR` set (several worker processes behind one port),
-`/metrics` aggregates the event metrics of every process; state is then the scraping process's own.
+a request id, a user or a model name a caller chose. Every label value passes a `LabelGuard`: route,
+variant and provider must be names in the current policy (a `passthrough:` request is route
+`passthrough`, its model stays in the record only), and the labels our own code fills (status,
+outcome, taxonomy, severity) keep their first `CODE_LABEL_LIMIT` values; anything else is counted as
+`other` and in `sluicegate_metric_labels_folded_total{label}` (issue 17: 2,000 passthrough model
+names had made 38,000 series and a 4.1 MB `/metrics`). Each app has its own registry (several
+apps in one test process must not share counters). With `PROMETHEUS_MULTIPROC_DIR` set (several
+worker processes behind one port), `/metrics` aggregates the event metrics of every process; state
+is then the scraping process's own.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -26,11 +32,45 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
-__all__ = ["Metrics", "metrics_endpoint", "report_figures", "scoring_families", "serve_worker_metrics"]
+from proxy.server._answers import PASSTHROUGH_VARIANT
+
+__all__ = ["LabelGuard", "Metrics", "metrics_endpoint", "report_figures", "scoring_families", "serve_worker_metrics"]
 
 # seconds: LLM calls run from tens of milliseconds (cached, small) to minutes (long generations)
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+OTHER = "other"  # the value a label gets when its own value is not admitted
+NONE = "-"  # no route or variant (refused before routing)
+CODE_LABEL_LIMIT = 64  # distinct values of a label our code fills (status, outcome, taxonomy, severity)
+POLICY_LABEL_LIMIT = 10_000  # distinct policy names a label keeps (reloads add names; this bounds them too)
+
+
+class LabelGuard:
+    """One label's admitted values. `known()` gives the names the value must be one of (the policy's),
+    or None when there is no such set (then the first `limit` values are admitted). What is not
+    admitted becomes `other` and is reported to `on_fold(label)`. Admitted values are remembered;
+    `known()` is called only for a value not seen before. `Metrics._child` calls guards only when its
+    cache misses, so the request path pays nothing for them."""
+
+    __slots__ = ("label", "_known", "_limit", "_on_fold", "_admitted")
+
+    def __init__(self, label: str, known: Callable[[], Collection[str] | None] | None, limit: int,
+                 on_fold: Callable[[str], None], always: Collection[str] = ()) -> None:
+        self.label = label
+        self._known = known
+        self._limit = limit
+        self._on_fold = on_fold
+        self._admitted: set[str] = set(always)
+
+    def __call__(self, value: str) -> str:
+        if value in self._admitted:
+            return value
+        known = self._known() if self._known is not None else None
+        if len(self._admitted) < self._limit and (known is None or value in known):
+            self._admitted.add(value)
+            return value
+        self._on_fold(self.label)
+        return OTHER
 
 
 class Metrics:
@@ -55,33 +95,74 @@ class Metrics:
         self.retries = Counter("sluicegate_retries", "Attempts retried (upstream retry or after a guard failure)",
                                ["route"], registry=r)
         self.cache = Counter("sluicegate_cache_requests", "Output cache look-ups", ["result"], registry=r)
+        self.folded = Counter("sluicegate_metric_labels_folded", "Metric updates whose label value was counted "
+                              "as `other` (not in the policy, or past the label's limit)", ["label"], registry=r)
+        self._state = state
+        self._route = self._policy_guard("route", lambda policy: policy.routes, always=(NONE, PASSTHROUGH_VARIANT))
+        self._variant = self._policy_guard("variant", lambda policy: policy.models, always=(NONE, PASSTHROUGH_VARIANT))
+        self._provider = self._policy_guard("provider", lambda policy: policy.providers)
+        self._status, self._outcome, self._taxonomy, self._severity = (
+            LabelGuard(name, None, CODE_LABEL_LIMIT, self._fold)
+            for name in ("status", "outcome", "taxonomy", "severity"))
+        route_variant = (self._route, self._variant)
+        self._guards: dict[int, tuple[LabelGuard, ...]] = {  # metric -> the guard of each of its labels
+            id(self.requests): (*route_variant, self._status), id(self.duration): route_variant,
+            id(self.ttft): route_variant, id(self.upstream): (self._provider,),
+            id(self.upstream_errors): (self._provider, self._outcome),
+            id(self.guard_failures): (*route_variant, self._taxonomy, self._severity),
+            id(self.fallbacks): (self._route,), id(self.retries): (self._route,)}
         self.report: dict[tuple[str, str, str], tuple[float | None, int]] = {}  # (route, variant, metric) -> rate, n
         self._children: dict[tuple[Any, ...], Any] = {}
         if state is not None and not self.multiprocess:
             r.register(_StateCollector(state, self))
 
+    def _policy_guard(self, label: str, names: Callable[[Any], Collection[str]],
+                      always: Collection[str] = ()) -> LabelGuard:
+        def known() -> Collection[str] | None:
+            gateway = self._state() if self._state is not None else None
+            return names(gateway.policy) if gateway is not None else None
+
+        return LabelGuard(label, known, POLICY_LABEL_LIMIT if self._state is not None else CODE_LABEL_LIMIT,
+                          self._fold, always)
+
+    def _fold(self, label: str) -> None:
+        self._child(self.folded, label).inc()
+
+    @staticmethod
+    def _route_variant(route: str | None, variant: str | None) -> tuple[str, str]:
+        if variant == PASSTHROUGH_VARIANT:  # the route is then the model the caller named: never a label
+            return PASSTHROUGH_VARIANT, PASSTHROUGH_VARIANT
+        return route or NONE, variant or NONE
+
     def _child(self, metric: Any, *labels: str) -> Any:
-        """`metric.labels(*labels)`, remembered: the lookup costs more than the increment."""
+        """`metric.labels(*labels)`, remembered: the lookup costs more than the increment. On a miss the
+        labels pass their guards first; only values that pass are remembered as given (a folded one is
+        guarded, and counted, each time), so the cache is as bounded as the series."""
         key = (id(metric), *labels)
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = metric.labels(*labels)
+            guards = self._guards.get(id(metric))
+            safe = labels if guards is None else tuple(guard(v) for guard, v in zip(guards, labels, strict=True))
+            safe_key = (id(metric), *safe)
+            child = self._children.get(safe_key)
+            if child is None:
+                child = self._children[safe_key] = metric.labels(*safe)
         return child
 
     def request(self, route: str | None, variant: str | None, status: int, seconds: float) -> None:
-        route, variant = route or "-", variant or "-"
+        route, variant = self._route_variant(route, variant)
         self._child(self.requests, route, variant, str(status)).inc()
         self._child(self.duration, route, variant).observe(seconds)
 
     def attempt(self, record: Any) -> None:
         """One finished attempt (its record), served or not."""
-        route, variant = record.route, record.variant
         if record.cache_hit:
             self._child(self.cache, "hit").inc()
             return
+        route, variant = self._route_variant(record.route, record.variant)
         if record.latency_ms is not None and record.upstream_status is not None:
             self._child(self.upstream, record.provider).observe(record.latency_ms / 1000)
-        if record.outcome not in ("ok", "guard_failed", "guard_blocked", "client_disconnected"):
+        if record.outcome not in ("ok", "guard_failed", "guard_blocked", "cancelled", "client_disconnected"):
             self._child(self.upstream_errors, record.provider, record.outcome).inc()
         for guard in record.guards:
             if not guard.get("passed"):
@@ -123,10 +204,17 @@ class _StateCollector(Collector):
             return
         rec = gateway.recorder.stats()
         yield GaugeMetricFamily("sluicegate_recorder_buffered", "Records waiting to be written", value=rec["buffered"])
+        yield GaugeMetricFamily("sluicegate_store_writable", "1 while the last store write succeeded; 0 from a failed "
+                                "write until one succeeds (a ping does not count)",
+                                value=1 if rec.get("store_healthy", True) else 0)
         for name, key, help_ in (("written", "written", "Records written to the store"),
                                  ("spilled", "spilled", "Records spilled to the local file (store slow or down)"),
                                  ("dropped", "dropped", "Records lost (spill file unwritable): should stay 0")):
             yield CounterMetricFamily(f"sluicegate_recorder_{name}", help_, value=rec[key])
+        yield CounterMetricFamily(  # proxy.records._conflicts: answered 202, then found taken at write time
+            "sluicegate_feedback_conflicts", "Keyed outcomes kept aside in outcome_conflicts at write time "
+            "(their idempotency scope already held other content)",
+            value=getattr(gateway.store, "outcome_conflicts", 0))
         if gateway.scoring is not None:
             yield from scoring_families(gateway.scoring.stats())
         canary = GaugeMetricFamily("sluicegate_canary_stage_percent", "Candidate share of a canary route", labels=["route"])
@@ -139,7 +227,11 @@ class _StateCollector(Collector):
                                  labels=["route", "variant", "metric"])
         count = GaugeMetricFamily("sluicegate_outcomes", "Outcomes behind sluicegate_success_rate",
                                   labels=["route", "variant", "metric"])
+        policy = gateway.policy
         for labels, (value, n) in sorted(self._metrics.report.items()):
+            route, variant, metric = labels
+            if route not in policy.routes or variant not in policy.models or metric not in policy.metrics:
+                continue  # e.g. a passthrough model: in /v1/reports, never a label (nor folded: these are gauges)
             if value is not None:
                 rate.add_metric(list(labels), value)
             count.add_metric(list(labels), n)
@@ -196,8 +288,11 @@ def _first_number(stats: dict[str, Any], *keys: str) -> float | None:
 
 
 async def metrics_endpoint(request: Request) -> Response:
+    from proxy.server._disclosure import public_metrics, shows_details
+
     metrics: Metrics = request.app.state.metrics
-    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    body = metrics.render()
+    return Response(body if shows_details(request) else public_metrics(body), media_type=CONTENT_TYPE_LATEST)
 
 
 def report_figures(report: dict[str, Any]) -> dict[tuple[str, str, str], tuple[float | None, int]]:

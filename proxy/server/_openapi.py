@@ -51,6 +51,7 @@ _ERROR_RESPONSES = {
     "403": "Forbidden",
     "404": "NotFound",
     "408": "RequestTimeout",
+    "409": "IdempotencyConflict",
     "413": "PayloadTooLarge",
     "422": "GuardBlocked",
     "429": "RateLimited",
@@ -312,7 +313,8 @@ _SCHEMAS: dict[str, Any] = {
             "source": {"type": "string", "minLength": 1},
             "note": {"type": "string", "minLength": 1},
             "idempotency_key": {"type": "string", "minLength": 1,
-                                "description": "repeating a key stores the outcome once"},
+                                "description": ("scoped to (caller, request or episode, metric): repeating it with "
+                                                "the same content stores the outcome once; other content is a 409")},
         },
         "additionalProperties": False,
     },
@@ -327,6 +329,9 @@ _SCHEMAS: dict[str, Any] = {
             "episode_id": {"type": "string"},
             "status": {"type": "string", "const": "accepted"},
             "verified": {"type": "boolean", "description": "false: the store could not be asked just then"},
+            "idempotent_replay": {"type": "boolean", "description": ("true: a repeat of an idempotency key's "
+                                                                     "first outcome, answered as then, not stored "
+                                                                     "again (header idempotent-replayed: true)")},
         },
     },
     "FeedbackBatchResult": {
@@ -336,6 +341,7 @@ _SCHEMAS: dict[str, Any] = {
             "object": {"type": "string", "const": "feedback.batch"},
             "accepted": {"type": "integer", "minimum": 0},
             "rejected": {"type": "integer", "minimum": 0},
+            "replayed": {"type": "integer", "minimum": 0, "description": "accepted items that repeated a key"},
             "ids": {"type": "array", "items": {"type": "string"}},
             "errors": {"type": "array", "items": {
                 "type": "object",
@@ -445,7 +451,12 @@ _SCHEMAS: dict[str, Any] = {
             "status": {"type": "string", "enum": ["ready", "degraded", "starting"]},
             "policy": {"type": ["object", "null"]},
             "providers": {"type": "object"},
-            "store": {"type": "object", "properties": {"url": {"type": "string"}, "writable": {"type": "boolean"}}},
+            "store": {"type": "object", "properties": {
+                "url": {"type": "string"},
+                "writable": {"type": "boolean", "description": "the last write succeeded (not a ping)"},
+                "failures_in_a_row": {"type": "integer"},
+                "last_write_at": {"type": ["number", "null"]}, "last_failure_at": {"type": ["number", "null"]},
+                "last_error": {"type": ["string", "null"]}}},
             "recorder": {"type": "object"},
             "scoring": {"type": ["object", "null"]},
             "reload": {"type": ["object", "null"]},
@@ -483,9 +494,10 @@ _PARAMETERS: dict[str, Any] = {
 }
 _PARAMETERS.update({
     "Since": {"name": "since", "in": "query", "required": False, "schema": {"type": "string"},
-              "description": "epoch seconds, an ISO time, or an age like 24h", "examples": {"age": {"value": "24h"}}},
+              "description": "epoch seconds, an ISO time, or an age like 24h, within 1970..9999 (else 400, "
+                             "`invalid_time`)", "examples": {"age": {"value": "24h"}}},
     "Until": {"name": "until", "in": "query", "required": False, "schema": {"type": "string"},
-              "description": "epoch seconds, an ISO time, or an age like 1h"},
+              "description": "epoch seconds, an ISO time, or an age like 1h; not before `since`"},
     "ReviewScorer": {"name": "scorer", "in": "query", "required": False, "schema": {"type": "string"},
                      "description": "only entries of this human scorer"},
     "ReviewRoute": {"name": "route", "in": "query", "required": False, "schema": {"type": "string"},
@@ -514,12 +526,16 @@ _RESPONSES: dict[str, Any] = {
     "Forbidden": _error("The caller's key may not use this route or endpoint."),
     "NotFound": _error("`model` names no route (`model_not_found`), or the id names nothing served here."),
     "RequestTimeout": _error("The client took too long to send the body (`request_timeout`)."),
+    "IdempotencyConflict": _error("The `idempotency_key` was already used by this caller for this request or "
+                                  "episode and metric with other content (`idempotency_key_conflict`; `param` "
+                                  "names a field that differs). The first outcome stays."),
     "PayloadTooLarge": _error("The body is over `server.max_body_bytes` (`request_too_large`)."),
     "HeadersTooLarge": _error("The request's headers are over the limit (`headers_too_large`)."),
     "GuardBlocked": _error("A guard whose action is `block` failed (`guard_failed`); the answer is recorded, "
                            "never returned."),
-    "RateLimited": _error("Rate limited: the upstream's 429 after the last fallback, or the caller key's limit "
-                          "(`rate_limit_exceeded`).", _RETRY_AFTER),
+    "RateLimited": _error("Rate limited: the upstream's 429 after the last fallback, the caller key's limit "
+                          "(`rate_limit_exceeded`), or the key's requests in flight at its cap "
+                          "(`concurrency_limit_exceeded`).", _RETRY_AFTER),
     "BadGateway": _error("The upstream failed: unreachable (`upstream_unreachable`), a 5xx (`upstream_error`), "
                          "or a broken answer (`upstream_bad_response`); the message names the provider."),
     "ServiceUnavailable": _error("Overloaded or the store cannot be read right now; try again shortly.",
@@ -600,7 +616,7 @@ _PATHS: dict[str, Any] = {
         "requestBody": {"required": True, "content": _json_content(_ref("FeedbackRequest"))},
         "responses": {**_ok("Accepted (written through the never-blocking recorder)", _ref("FeedbackAccepted"),
                             "202"),
-                      **_errors("400", "401", "403", "404", "413")},
+                      **_errors("400", "401", "403", "404", "409", "413")},
     }},
     "/v1/feedback/batch": {"post": {
         "operationId": "createFeedbackBatch",

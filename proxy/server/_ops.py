@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from proxy.errors import SluicegateError, error_response
+from proxy.server._disclosure import public_readiness, shows_details
 from proxy.server._state import Gateway
 
 __all__ = ["healthz", "readyz", "list_models"]
@@ -36,13 +37,17 @@ async def readyz(request: Request) -> Response:
     if gateway is None:
         return _json({"status": "starting", "policy": None}, 503)
     recorder = gateway.recorder.stats()
-    degraded = not recorder.get("store_healthy", True) or recorder.get("dropped", 0) > 0
+    writable = recorder.get("store_healthy", True)  # the last write succeeded: a full disk still answers pings
+    journal = recorder.get("journal") or {}
+    degraded = not writable or recorder.get("dropped", 0) > 0 or not journal.get("writable", True)
     policy = gateway.policy
     body = {
         "status": "degraded" if degraded else "ready",
         "policy": {"source": str(policy.source), "version": policy.version, "routes": sorted(gateway.routes)},
         "providers": {name: {"kind": adapter.kind, "pool": "ready"} for name, adapter in gateway.providers.items()},
-        "store": {"url": gateway.store.url, "writable": recorder.get("store_healthy", True)},
+        "store": {"url": gateway.store.url, "writable": writable, "last_write_at": recorder.get("last_write_at"),
+                  "failures_in_a_row": recorder.get("store_failures", 0),
+                  "last_failure_at": recorder.get("last_failure_at"), "last_error": recorder.get("last_error")},
         "recorder": recorder,
         "scoring": gateway.scoring.stats() if gateway.scoring is not None else None,
         "reload": getattr(getattr(request.app.state, "reloader", None), "last", None),
@@ -50,7 +55,7 @@ async def readyz(request: Request) -> Response:
         "cache": gateway.cache.stats() if gateway.cache is not None else None,
         "process": {"asyncio_tasks": len(asyncio.all_tasks())},  # a leak of tasks shows here (soak bench)
     }
-    return _json(body)
+    return _json(body if shows_details(request) else public_readiness(body))  # no paths, URLs, providers
 
 
 async def list_models(request: Request) -> Response:

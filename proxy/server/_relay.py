@@ -2,27 +2,29 @@
 
 Each event is parsed once to assemble the answer for the record (and, later, the guards). The
 usage chunk we asked for on the client's behalf is dropped; everything else is passed on as the
-upstream sent it. If the client goes away the upstream stream is closed at once; if the upstream
-breaks mid-stream the client gets an SSE error event (the OpenAI SDK raises on it) rather than a
-silently truncated answer. Either way the record says what happened.
+upstream sent it. If the client goes away the upstream stream is closed at once (`outcome:
+cancelled`, `served` only if an event had reached the client); if the upstream breaks mid-stream the
+client gets an SSE error event (the OpenAI SDK raises on it) rather than a silently truncated answer.
+Either way the record says what happened.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import orjson
 from starlette.types import Receive, Scope, Send
 
 from proxy.assembly import StreamAssembler
-from proxy.errors import UpstreamBadResponse, UpstreamError, error_body
+from proxy.errors import UpstreamBadResponse, UpstreamError, UpstreamTooLarge, error_body
 from proxy.guards import GuardChain
 from proxy.logs import get_logger
 from proxy.providers import ProviderAdapter, UpstreamCall, UpstreamReply, UpstreamStream, event_data
 from proxy.records import Record
-from proxy.server._answers import describe_answer, finish_request
+from proxy.server._answers import CANCELLED, describe_answer, finish_request
+from proxy.server._disconnect import DisconnectWatch
 from proxy.server._state import Gateway
 
 __all__ = ["RelayResponse", "StreamTap", "buffer_stream"]
@@ -72,7 +74,10 @@ class StreamTap:
 
 async def buffer_stream(provider: ProviderAdapter, call: UpstreamCall, record: Record, drop_usage_chunk: bool,
                         clock: float) -> UpstreamReply:
-    """A whole stream, held back (`stream_guard: buffer`) so guards can judge it before it is sent."""
+    """A whole stream, held back (`stream_guard: buffer`) so guards can judge it before it is sent.
+
+    Cancelled half-way (the client left), the record keeps what had arrived: bytes, the answer so
+    far and its usage if the upstream had sent it."""
     upstream = await provider.stream(call)
     record.upstream_status = upstream.status
     tap = StreamTap(record, drop_usage_chunk, clock)
@@ -81,6 +86,10 @@ async def buffer_stream(provider: ProviderAdapter, call: UpstreamCall, record: R
         async for event in upstream.events():
             if tap.passes(event):
                 events.append(event)
+    except asyncio.CancelledError:
+        record.response_bytes = tap.bytes_out
+        record.response = tap.assembler.result()
+        raise
     finally:
         await upstream.aclose()
     if not tap.saw_done:
@@ -93,7 +102,7 @@ class RelayResponse:
     def __init__(self, gateway: Gateway, guards: GuardChain | None, upstream: UpstreamStream, record: Record,
                  drop_usage_chunk: bool, headers: Mapping[str, str], clock: float,
                  on_done: Callable[[Record], None] | None = None,
-                 release: Callable[[], None] | None = None) -> None:
+                 releases: Sequence[Callable[[], None]] = (), watch: DisconnectWatch | None = None) -> None:
         self.gateway = gateway
         self.guards = guards
         self.upstream = upstream
@@ -102,20 +111,15 @@ class RelayResponse:
         self.clock = clock
         self.tap = StreamTap(record, drop_usage_chunk, clock)
         self.on_done = on_done  # called with the finished record of a stream that completed (the output cache)
-        self.release = release  # gives the provider's concurrency slot back when the stream ends
+        self.releases = releases  # the provider's and the caller's slots, given back when the stream ends
+        self.watch = watch  # the request's disconnect watch, handed over by the handler (else one is started)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        disconnected = asyncio.Event()
-
-        async def watch_for_disconnect() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            disconnected.set()
-            task.cancel()
-
-        watcher = asyncio.create_task(watch_for_disconnect())
+        watch = self.watch
+        if watch is None:
+            watch = DisconnectWatch(receive)
+        else:
+            watch.follow()
         outcome, error = "ok", None
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.headers})
@@ -130,20 +134,21 @@ class RelayResponse:
             else:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
-            if not disconnected.is_set():
-                outcome, error = "cancelled", "the server stopped the stream"
+            if not watch.absorb():
+                outcome, error = CANCELLED, "the server stopped the stream"
                 raise
-            task.uncancel()
-            outcome, error = "client_disconnected", "the client closed the connection mid-stream"
+            outcome, error = CANCELLED, "the client closed the connection mid-stream"
         except UpstreamError as exc:
-            outcome, error = "stream_cut", exc.message
+            # a breached limit keeps its own outcome; any other fault mid-stream is a cut
+            outcome = exc.outcome if isinstance(exc, UpstreamTooLarge) else "stream_cut"
+            error = exc.message
             await self._send_error(send, exc)
         except OSError:
-            outcome, error = "client_disconnected", "the client closed the connection mid-stream"
+            outcome, error = CANCELLED, "the client closed the connection mid-stream"
         finally:
-            watcher.cancel()
-            if self.release is not None:
-                self.release()
+            watch.stop()
+            for release in self.releases:  # the one place a stream gives its slots back
+                release()
             self._finish(outcome, error)
             await self.upstream.aclose()
 
@@ -164,6 +169,8 @@ class RelayResponse:
         record.outcome = outcome
         record.error = error or record.error
         record.response_bytes = self.tap.bytes_out
+        if outcome == CANCELLED and not self.tap.bytes_out:
+            record.served = False  # the client left before any of the answer reached it
         answer = self.tap.assembler.result()
         record.response = answer
         describe_answer(self.gateway, record, answer)

@@ -8,27 +8,15 @@ from starlette.responses import Response
 
 from proxy.errors import InvalidRequest, RouteNotFound, error_response
 from proxy.reports import build_report, policy_sections, report_inputs
+from proxy.times import time_range
 
 __all__ = ["reports", "route_report"]
-
-
-def _time(request: Request, name: str) -> float | None:
-    value = request.query_params.get(name)
-    if value is None or value == "":
-        return None
-    from proxy.cli import parse_time
-
-    try:
-        return parse_time(value)
-    except Exception:  # noqa: BLE001
-        raise InvalidRequest(f"'{name}' is not a time: use epoch seconds, an ISO time, or an age like 24h",
-                             param=name) from None
 
 
 async def _report(request: Request, route: str | None) -> Response:
     gateway = request.app.state.gateway
     try:
-        since, until = _time(request, "since"), _time(request, "until")
+        since, until = time_range(request.query_params)
     except InvalidRequest as exc:
         return error_response(exc)
     report = await build_report(gateway.store, route=route, since=since, until=until,

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from proxy.errors import SluicegateError, error_response
+from proxy.server._crosssite import API_ACTION, csrf_token
 from proxy.server._review_api import next_item
 from proxy.server._state import Gateway
 
@@ -249,7 +250,7 @@ _JS = r"""
     let res;
     try {
       res = await fetch("/v1/review/" + encodeURIComponent(item.id), {method: "POST",
-        headers: {"content-type": "application/json"}, body: JSON.stringify(body)});
+        headers: {"content-type": "application/json", "x-sluicegate-csrf": initial.csrf}, body: JSON.stringify(body)});
     } catch (e) {
       state.busy = false;
       status("cannot reach the gateway: " + e, true);
@@ -315,7 +316,7 @@ def _page(initial: dict[str, object], nonce: str, scorer: str | None, route: str
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="referrer" content="no-referrer">
+<meta name="referrer" content="same-origin">
 <title>Review - Sluicegate</title>
 <style nonce="{nonce}">{_CSS}</style>
 </head>
@@ -366,9 +367,14 @@ async def review_page(request: Request) -> Response:
     except SluicegateError as exc:
         return error_response(exc)
     nonce = secrets.token_urlsafe(16)
-    body = _page({"item": item, "pending": pending, "scorer": scorer, "route": route}, nonce, scorer, route)
+    # the token the label POST sends in x-sluicegate-csrf (needed when the browser logged in with Basic)
+    initial = {"item": item, "pending": pending, "scorer": scorer, "route": route,
+               "csrf": csrf_token(request.headers, API_ACTION)}
+    body = _page(initial, nonce, scorer, route)
     csp = (f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; connect-src 'self'; "
            "img-src 'none'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'")
-    headers = {"content-security-policy": csp, "x-content-type-options": "nosniff", "referrer-policy": "no-referrer",
+    # same-origin, not no-referrer: under no-referrer a browser sends `Origin: null` with the label's POST,
+    # which the cross-site check refuses; nothing is sent to another site either way
+    headers = {"content-security-policy": csp, "x-content-type-options": "nosniff", "referrer-policy": "same-origin",
                "cache-control": "no-store", "x-frame-options": "DENY"}
     return Response(body, media_type="text/html; charset=utf-8", headers=headers)

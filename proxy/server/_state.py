@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from proxy.feedback import RecentIds
+from proxy.feedback import FeedbackKeys, RecentIds
 from proxy.providers import ProviderAdapter
 from proxy.server._gateway import CompiledRoute
+from proxy.server._limits import KeySlots
 from proxy.server._shadow import Shadows
 
 __all__ = ["Gateway"]
@@ -22,6 +23,7 @@ class Gateway:
     store: Any  # proxy.records.RecordStore
     max_body_bytes: int
     recent: RecentIds = dataclasses.field(default_factory=RecentIds)  # ids feedback may refer to
+    feedback_keys: FeedbackKeys = dataclasses.field(default_factory=FeedbackKeys)  # recent idempotency keys
     scoring: Any = None  # proxy.scoring.Scoring when a route has scorers
     shadows: Shadows = dataclasses.field(default_factory=Shadows)  # background shadow calls
     canary_stages: dict[str, tuple[float, str]] = dataclasses.field(default_factory=dict)  # from the store
@@ -30,6 +32,7 @@ class Gateway:
     auth: Any = None  # proxy.server._auth.Authenticator
     limiter: Any = None  # proxy.server._limits.RateLimiter
     slots: Any = None  # proxy.server._limits.ProviderSlots
+    key_slots: KeySlots = dataclasses.field(default_factory=KeySlots)  # kept as it is across reloads
 
     def record(self, record: Any) -> None:
         """A finished attempt: counted, then handed to the recorder."""

@@ -8,6 +8,6 @@ admin-only (`proxy.server._auth.admin_only`). Wire it with
 `app.router.routes.extend(ui_routes())`.
 """
 
-from proxy.ui._routes import ui_routes
+from proxy.ui._routes import is_form_post, ui_routes
 
-__all__ = ["ui_routes"]
+__all__ = ["is_form_post", "ui_routes"]

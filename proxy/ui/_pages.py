@@ -11,6 +11,7 @@ from starlette.responses import RedirectResponse, Response
 from proxy.errors import SluicegateError
 from proxy.guards import TAXONOMY_TABLE
 from proxy.server._gateway import effective_taxonomy
+from proxy.server._crosssite import API_ACTION, csrf_token
 from proxy.server._review_page import script_json
 from proxy.ui import _csrf
 from proxy.ui._api import canary_page_data, metric_goals, replay_json
@@ -190,7 +191,8 @@ async def review_page(request: Request) -> Response:
         data = await review_data(request.app.state.gateway, scorer=scorer, route=route)
     except SluicegateError as exc:
         return _sluicegate_error(request, exc)
-    initial = script_json({"item": data["item"], "pending": data["pending"], "scorer": scorer, "route": route})
+    initial = script_json({"item": data["item"], "pending": data["pending"], "scorer": scorer, "route": route,
+                           "csrf": csrf_token(request.headers, API_ACTION)})  # for the label POST (Basic login)
     api = "/ui/api/review" + (f"?{urlencode({k: v for k, v in query.items() if v})}" if query else "")
     return html_page(request, "review.html", {"data": data, "initial": initial, "shortcuts": SHORTCUTS,
                                               "api": api})

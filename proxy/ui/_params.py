@@ -2,41 +2,19 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 
 from proxy.errors import InvalidRequest
+from proxy.times import time_param, time_range  # the one parser of time parameters (re-exported)
 from proxy.ui._records import FILTERS, Search
 
 __all__ = ["MAX_FORM_BYTES", "read_form", "search_params", "time_param", "time_range"]
 
 MAX_FORM_BYTES = 64 * 1024
-LATEST = 253402300800.0  # 10000-01-01: times past it (or before 1970) are typing errors
 MAX_OFFSET = 1_000_000_000
-
-
-def time_param(query: Mapping[str, str], name: str) -> float | None:
-    """Epoch seconds from epoch seconds, an ISO time or an age ("24h"), as the CLI and /v1/reports take."""
-    value = (query.get(name) or "").strip()
-    if not value:
-        return None
-    from proxy.cli import parse_time
-
-    try:
-        seconds = parse_time(value)
-    except Exception:  # noqa: BLE001 - argparse's error type; the message below says what to write
-        seconds = math.nan
-    if not 0 <= seconds < LATEST:  # also NaN and infinities: no page can show such a time
-        raise InvalidRequest(f"'{name}' is not a time ({value[:50]!r}): use epoch seconds, an ISO time such as "
-                             "2026-11-23T10:00, or an age such as 24h", param=name)
-    return seconds
-
-
-def time_range(query: Mapping[str, str]) -> tuple[float | None, float | None]:
-    return time_param(query, "since"), time_param(query, "until")
 
 
 def search_params(query: Mapping[str, str]) -> Search:

@@ -20,7 +20,7 @@ __all__ = ["FILTERS", "OUTCOMES", "PAGE_SIZE", "Search", "attempts", "outcomes",
 
 PAGE_SIZE = 50
 OUTCOMES = ("ok", "guard_failed", "guard_blocked", "upstream_error", "timeout", "connect_error", "malformed",
-            "stream_cut", "client_disconnected")
+            "stream_cut", "upstream_too_large", "upstream_busy", "cancelled", "client_disconnected")
 FEEDBACK = ("good", "bad")  # a downstream outcome judged by its metric's goal
 # query parameter -> what it matches (request id matches an attempt id too)
 FILTERS = ("request_id", "episode_id", "correlation_id", "route", "variant", "guard_class", "outcome", "metric",

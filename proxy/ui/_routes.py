@@ -12,7 +12,7 @@ from proxy.server._auth import admin_only
 from proxy.ui import _api, _pages
 from proxy.ui._review import REVIEW_JS
 
-__all__ = ["STATIC", "ui_routes"]
+__all__ = ["STATIC", "is_form_post", "ui_routes"]
 
 _TYPES = {"css": "text/css; charset=utf-8", "js": "text/javascript; charset=utf-8", "svg": "image/svg+xml"}
 
@@ -36,6 +36,12 @@ async def static_file(request: Request) -> Response:
         return Response(f"no static file '{name}'", status_code=404, media_type="text/plain")
     return Response(body, media_type=_TYPES[name.rsplit(".", 1)[-1]],
                     headers={"cache-control": "no-cache", "x-content-type-options": "nosniff"})
+
+
+def is_form_post(path: str) -> bool:
+    """The dashboard's HTML form endpoints (form bodies; their handler checks token and Origin/Referer).
+    Every other POST under /ui is JSON (`/ui/api/…`), checked like the gateway's own JSON endpoints."""
+    return path.startswith("/ui/") and not path.startswith("/ui/api/")
 
 
 def ui_routes() -> list[BaseRoute]:

@@ -43,7 +43,7 @@ metrics:
   csat: {{type: float, level: inference, goal: maximize}}
 scorers:
   review: {{kind: human, rate: 0.0}}
-server: {{max_body_bytes: {MAX_BODY_BYTES}}}
+server: {{max_body_bytes: {MAX_BODY_BYTES}, allowed_hosts: [localhost, testserver]}}  # schemathesis' client: testserver
 """
 ROUTES = ("support-bot", "guarded")
 
@@ -77,7 +77,7 @@ def build_gateway(tmp: Path, policy_text: str = POLICY) -> tuple[Any, Any]:
 def running_gateway(tmp: Path, policy_text: str = POLICY) -> Iterator[TestClient]:
     app, _ = build_gateway(tmp, policy_text)
     # raise_server_exceptions=False: a crash must show as what a client gets (a 500), not as a raise
-    with TestClient(app, base_url="http://gw", raise_server_exceptions=False) as client:
+    with TestClient(app, base_url="http://localhost", raise_server_exceptions=False) as client:
         yield client
 
 

@@ -50,7 +50,7 @@ def test_every_route_of_the_app_is_described_and_nothing_else(tmp_path) -> None:
 
 def test_served_at_openapi_json(tmp_path) -> None:
     app, _ = build_gateway(tmp_path)
-    with structlog.testing.capture_logs(), TestClient(app, base_url="http://gw") as client:
+    with structlog.testing.capture_logs(), TestClient(app, base_url="http://localhost") as client:
         response = client.get("/openapi.json")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/json")
@@ -142,7 +142,7 @@ def test_schemathesis(api: Any, path: str, method: str, mode: str) -> None:
 
 def test_a_wholly_rejected_feedback_batch_is_an_openai_error(tmp_path) -> None:
     app, _ = build_gateway(tmp_path)
-    with structlog.testing.capture_logs(), TestClient(app, base_url="http://gw") as client:
+    with structlog.testing.capture_logs(), TestClient(app, base_url="http://localhost") as client:
         response = client.post("/v1/feedback/batch", json=[{"metric": "no-such-metric", "value": True}])
     assert response.status_code == 400
     assert error_problems(response) == []

@@ -41,8 +41,8 @@ async def running(tmp_path, models: dict | None = None):
     app = create_app(Settings(policy=parse_policy(POLICY), store_url=f"sqlite:///{tmp_path}/s.db",
                               transports={"oa": transport, "an": transport}))
     async with app.router.lifespan_context(app):
-        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw/v1")
-        client = openai.AsyncOpenAI(api_key="caller-key", base_url="http://gw/v1", http_client=http, max_retries=0)
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost/v1")
+        client = openai.AsyncOpenAI(api_key="caller-key", base_url="http://localhost/v1", http_client=http, max_retries=0)
         yield client, app.state.gateway, mock
         await http.aclose()
 

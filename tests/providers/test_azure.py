@@ -63,7 +63,7 @@ routes:
     app = create_app(Settings(policy=policy, store_url=f"sqlite:///{tmp_path}/s.db",
                               transports={"az": httpx.ASGITransport(app=mock)}))
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as client:
             r = await client.post("/v1/chat/completions", json={"model": "bot",
                                                                 "messages": [{"role": "user", "content": "hi"}]})
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=mock), base_url="http://mock.test") as c:

@@ -17,7 +17,7 @@ from proxy.server import Settings, create_app
 
 
 def http_error(status: int, headers: dict[str, str] | None = None) -> UpstreamHTTPError:
-    return UpstreamHTTPError("x", provider="p", upstream_status=status, body=b"", content_type=None, headers=headers)
+    return UpstreamHTTPError("x", provider="p", upstream_status=status, headers=headers)
 
 
 @pytest.mark.parametrize(("exc", "safe"), [
@@ -65,7 +65,7 @@ async def gateway(tmp_path, mock_model: MockModel, retries: int = 2, timeout: st
     app = create_app(Settings(policy=policy, store_url=f"sqlite:///{tmp_path}/s.db",
                               transports={"mock": httpx.ASGITransport(app=mock)}))
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as client:
             yield client, app.state.gateway
 
 

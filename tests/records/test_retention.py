@@ -13,6 +13,7 @@ import pytest
 from proxy.cli import main
 from proxy.records import Outcome, Record, open_store
 from proxy.records._retention import prune
+from proxy.records._store import SCHEMA_VERSION
 from tests._services import postgres_url  # noqa: F401 (fixture)
 
 NOW = 1_800_000_000.0
@@ -60,8 +61,8 @@ async def test_prune_deletes_old_rows_in_batches_and_keeps_the_rest(store: Any) 
     await store.write_records(rows(n_old=23, n_new=7))
     seen: list[tuple[str, int]] = []
     deleted = await prune(store, 90 * DAY, batch=5, now=NOW, progress=lambda t, n: seen.append((t, n)))
-    assert deleted == {"records": 23, "outcomes": 23, "scores": 0, "reviews": 0, "canary_decisions": 0,
-                       "response_cache": 1}
+    assert deleted == {"records": 23, "outcomes": 23, "outcome_conflicts": 0, "scores": 0, "reviews": 0,
+                       "canary_decisions": 0, "response_cache": 1}
     assert [n for t, n in seen if t == "records"] == [5, 10, 15, 20, 23]  # bounded transactions
     assert await count(store, "records") == 7 and await count(store, "outcomes") == 7
     assert [k for (k,) in await store.fetch("SELECT key FROM response_cache")] == ["fresh"]
@@ -87,7 +88,7 @@ def test_migrate_cli_creates_then_reports_up_to_date(tmp_path: Path) -> None:
         assert main(["migrate", "--store", url]) == 0
         assert main(["migrate", "--store", url, "--check"]) == 0
     lines = out.getvalue().splitlines()
-    assert "schema absent" in lines[0] and lines[1].endswith("schema absent -> 7") and "up to date" in lines[2]
+    assert "schema absent" in lines[0] and lines[1].endswith(f"schema absent -> {SCHEMA_VERSION}") and "up to date" in lines[2]
 
 
 def test_a_bad_store_url_is_a_clear_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

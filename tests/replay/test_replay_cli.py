@@ -124,7 +124,7 @@ async def _record_traffic(store: str, app: Any) -> tuple[str, str]:
                                                                           "model: prod")),
                                   store_url=store, transports=transports(app)))
     async with gateway.router.lifespan_context(gateway):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gateway), base_url="http://gw") as client:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gateway), base_url="http://localhost") as client:
             ids = []
             for route in ("bot", "secret"):
                 r = await client.post("/v1/chat/completions", json={

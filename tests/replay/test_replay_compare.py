@@ -140,7 +140,7 @@ async def test_a_corpus_built_from_gateway_records_replays_with_the_regressions_
     words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"]
     gateway = create_app(Settings(policy=served, store_url=store_url, transports=transports(mock_app())))
     async with gateway.router.lifespan_context(gateway):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gateway), base_url="http://gw") as client:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gateway), base_url="http://localhost") as client:
             for i, word in enumerate(words):
                 body: dict[str, Any] = {"model": "bot", "messages": [{"role": "user", "content": f"tell me {word}"}]}
                 if i % 2:

@@ -234,12 +234,12 @@ async def test_upstream_errors_are_retried_then_judge_error() -> None:
     score = await make_judge(adapter).score(item())
     assert score.label == "judge_error" and score.attempts == 3 and "timed out" in (score.error or "")
     assert score.prompt_tokens is None and score.cost_usd is None  # nothing was answered, nothing known
-    limited = UpstreamHTTPError("rate limited", provider="fake", upstream_status=429, body=b"", content_type=None)
+    limited = UpstreamHTTPError("rate limited", provider="fake", upstream_status=429)
     assert (await make_judge(FakeAdapter(limited, completion(json.dumps(GOOD)))).score(item())).label == "pass"
 
 
 async def test_a_bad_request_is_not_retried() -> None:
-    bad = UpstreamHTTPError("unknown model", provider="fake", upstream_status=404, body=b"", content_type=None)
+    bad = UpstreamHTTPError("unknown model", provider="fake", upstream_status=404)
     adapter = FakeAdapter(bad, completion(json.dumps(GOOD)))
     score = await make_judge(adapter).score(item())
     assert score.label == "judge_error" and score.attempts == 1 and len(adapter.calls) == 1

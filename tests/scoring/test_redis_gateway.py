@@ -41,7 +41,7 @@ async def gateway(tmp_path: Path, policy: Any, **settings: Any) -> AsyncIterator
     app = create_app(Settings(policy=policy, store_url=f"sqlite:///{tmp_path}/s.db",
                               transports={"mock": httpx.ASGITransport(app=mock)}, **settings))
     transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         yield client, app.state.gateway
 
 

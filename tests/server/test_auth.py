@@ -51,7 +51,7 @@ async def running(tmp_path: Path, text: str, mock: Any = None):
     app = create_app(Settings(policy=parse_policy(text), store_url=f"sqlite:///{tmp_path}/{uuid.uuid4().hex}.db",
                               transports={"mock": httpx.ASGITransport(app=mock)}, report_metrics_every_s=0))
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as client:
             yield client, app, mock
 
 

@@ -36,7 +36,7 @@ async def running(tmp_path: Path, ttl: str = "1h", mock: Any = None):
     app = create_app(Settings(policy=parse_policy(POLICY.replace("TTL", ttl)), store_url=f"sqlite:///{tmp_path}/s.db",
                               transports={"mock": httpx.ASGITransport(app=mock)}))
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as client:
             yield client, app.state.gateway, mock
 
 

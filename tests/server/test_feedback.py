@@ -91,7 +91,8 @@ async def test_batch_accepts_array_or_json_lines_and_reports_each_error(tmp_path
                  {"episode_id": "ep-b", "metric": "bogus", "value": True},
                  {"episode_id": "ep-b", "metric": "task_success", "value": False, "idempotency_key": "k"}]
         content = b"\n".join(orjson.dumps(i) for i in items) if as_lines else orjson.dumps(items)
-        response = await client.post("/v1/feedback/batch", content=content)
+        response = await client.post("/v1/feedback/batch", content=content,
+                                     headers={"content-type": "application/x-ndjson" if as_lines else "application/json"})
         assert len(await stored_outcomes(client)) == 2
     body = response.json()
     assert response.status_code == 202

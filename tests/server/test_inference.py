@@ -38,7 +38,7 @@ async def running(tmp_path, policy_text: str = POLICY) -> AsyncIterator[tuple[ht
     app = create_app(Settings(policy=parse_policy(policy_text), store_url=f"sqlite:///{tmp_path}/s.db",
                               transports={"mock": transport, "slow": transport}))
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as client:
             yield client, mock
 
 

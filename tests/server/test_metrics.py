@@ -43,7 +43,7 @@ async def running(tmp_path: Path):
     app = create_app(Settings(policy=parse_policy(POLICY), store_url=f"sqlite:///{tmp_path}/s.db",
                               transports={"mock": httpx.ASGITransport(app=mock)}, report_metrics_every_s=0))
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as client:
             yield client, app
 
 
@@ -125,7 +125,7 @@ async def test_scoring_figures_appear_once_answers_are_scored(tmp_path: Path) ->
     app = create_app(Settings(policy=parse_policy(policy), store_url=f"sqlite:///{tmp_path}/s.db",
                               transports={"mock": httpx.ASGITransport(app=mock)}, report_metrics_every_s=0))
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as client:
             for _ in range(3):
                 await client.post("/v1/chat/completions", json=chat("tools"))
             scoring = app.state.gateway.scoring

@@ -35,7 +35,7 @@ async def running(tmp_path: Path, latency_ms: float = 0.0, watch_s: float | None
     app = create_app(Settings(policy_path=path, policy=load_policy(path), store_url=f"sqlite:///{tmp_path}/s.db",
                               transports={"mock": httpx.ASGITransport(app=mock)}, watch_policy_s=watch_s))
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as client:
             yield client, app, path
 
 

@@ -39,7 +39,7 @@ async def test_reports_api(tmp_path):
         app.router.routes.insert(0, Route("/v1/reports", reports, methods=["GET"]))
         app.router.routes.insert(0, Route("/v1/reports/{route}", route_report, methods=["GET"]))
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as client:
             for i in range(6):
                 r = await client.post("/v1/chat/completions", json={
                     "model": "bot", "messages": [{"role": "user", "content": f"hi {i}"}], "user": f"u{i}"})

@@ -48,7 +48,7 @@ async def running(tmp_path, policy_text: str = POLICY) -> AsyncIterator[tuple[ht
     app = create_app(Settings(policy=parse_policy(policy_text), store_url=f"sqlite:///{tmp_path}/s.db",
                               transports={"mock": transport}))
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as client:
             yield client, app.state.gateway
 
 
@@ -112,7 +112,9 @@ async def test_page_renders_self_contained_with_shortcut_help(tmp_path):
         csp = response.headers["content-security-policy"]
         assert "default-src 'none'" in csp and "connect-src 'self'" in csp
         assert "Queue empty" in body and "localStorage" in body
-    assert initial_state(empty.text) == {"item": None, "pending": 0, "scorer": None, "route": None}
+    empty_state = initial_state(empty.text)
+    assert re.fullmatch(r"[0-9a-f]{64}", empty_state.pop("csrf"))  # the label POST's x-sluicegate-csrf
+    assert empty_state == {"item": None, "pending": 0, "scorer": None, "route": None}
     first = initial_state(page.text)
     assert first["pending"] == 1 and first["item"]["request_id"] == request_id
     assert PROVIDER_KEY not in page.text
@@ -353,7 +355,8 @@ async def test_label_body_must_be_a_json_object(tmp_path):
     async with running(tmp_path) as (client, _):
         request_id, _ = await ask(client, "hello")
         queued = await enqueue(client, request_id=request_id)
-        response = await client.post(f"/v1/review/{queued['id']}", content=b"not json")
+        response = await client.post(f"/v1/review/{queued['id']}", content=b"not json",
+                                     headers={"content-type": "application/json"})
     assert response.status_code == 400 and "not valid JSON" in response.json()["error"]["message"]
 
 

@@ -46,7 +46,7 @@ async def gateway(tmp_path: Path, judge: MockModel) -> AsyncIterator[tuple[httpx
     app = create_app(Settings(policy=load_policy(tmp_path / "policy.yaml"), store_url=f"sqlite:///{tmp_path}/s.db",
                               transports={"mock": httpx.ASGITransport(app=mock)}))
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as client:
             yield client, app.state.gateway
 
 
@@ -113,7 +113,7 @@ async def test_negative_feedback_posted_later_gets_the_request_scored(tmp_path: 
     app = create_app(Settings(policy=load_policy(tmp_path / "policy.yaml"), store_url=f"sqlite:///{tmp_path}/s.db",
                               transports={"mock": httpx.ASGITransport(app=mock)}))
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as client:
             gw = app.state.gateway
             ids = [(await ask(client, i)).headers["x-sluicegate-request-id"] for i in range(3)]
             assert gw.scoring.stats()["sampled"] == 0

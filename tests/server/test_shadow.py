@@ -31,7 +31,7 @@ async def running(tmp_path: Path, shadow: MockModel):
     app = create_app(Settings(policy=parse_policy(POLICY), store_url=f"sqlite:///{tmp_path}/s.db",
                               transports={"mock": httpx.ASGITransport(app=mock)}))
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as client:
             yield client, app.state.gateway
 
 

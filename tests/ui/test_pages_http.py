@@ -50,7 +50,8 @@ async def test_every_page_and_endpoint_needs_an_admin_key(ui: UI) -> None:
         as_caller = await ui.anonymous.get(path, headers=caller)
         assert as_caller.status_code == 403 and as_caller.json()["error"]["code"] == "admin_key_required", path
     for path in ("/ui/canary/support-bot", f"/ui/records/{record}/replay", f"/ui/api/records/{record}/replay"):
-        assert (await ui.anonymous.post(path, data={"action": "pause"})).status_code == 401, path
+        form = path.startswith("/ui/api/") and {"json": {"variant": None}} or {"data": {"action": "pause"}}
+        assert (await ui.anonymous.post(path, **form)).status_code == 401, path
         assert (await ui.anonymous.post(path, headers=caller)).status_code == 403, path
     assert [d["rule"] for d in await history(ui.gateway.store, "support-bot")] == ["non_inferior"]
 
@@ -329,7 +330,7 @@ async def test_forged_forms_are_refused(ui: UI) -> None:
         ({}, "neither an Origin nor a Referer"),
         ({"origin": "https://evil.example"}, "another site"),
         ({"referer": "https://evil.example/page"}, "another site"),
-        ({"origin": "null"}, "neither an Origin nor a Referer"),
+        ({"origin": "null"}, "Origin: null"),  # refused by the gateway-wide check, before the form's own
         ({"host": "gw:8080", "origin": "http://gw:9090"}, "another site"),  # another port: another origin
     ]
     for headers, message in cases:
@@ -346,10 +347,17 @@ async def test_forged_forms_are_refused(ui: UI) -> None:
     ok = await ui.client.post("/ui/canary/support-bot", data={**fields, "confirm": ""},
                               headers={"referer": f"{ORIGIN}/ui/canary/support-bot"})
     assert ok.status_code == 200 and "Confirm rollback" in ok.text
-    # behind a proxy that forwards Host without the port (nginx's $host), the host name still decides
-    proxied = await ui.client.post("/ui/canary/support-bot", data={**fields, "confirm": ""},
-                                   headers={"origin": "http://gw:8080"})
-    assert proxied.status_code == 200 and "Confirm rollback" in proxied.text
+    # scheme, host and port all count (default ports filled in): another port, no port for a Host with
+    # one, another scheme are other origins (a proxy in front must forward Host with its port: $http_host)
+    for host, origin in (("gw", "http://gw:8080"), ("gw:8080", "http://gw"), ("gw", "https://gw"),
+                         ("gw:443", "https://gw")):
+        other = await ui.client.post("/ui/canary/support-bot", data={**fields, "confirm": ""},
+                                     headers={"host": host, "origin": origin})
+        assert other.status_code == 403 and "another site" in other.text, (host, origin)
+    for host, origin in (("gw", "http://gw:80"), ("gw:80", "http://gw"), ("GW", "http://gw")):
+        same = await ui.client.post("/ui/canary/support-bot", data={**fields, "confirm": ""},
+                                    headers={"host": host, "origin": origin})
+        assert same.status_code == 200 and "Confirm rollback" in same.text, (host, origin)
     assert (await ui.client.post("/ui/canary/support-bot", data=fields,
                                  headers={"origin": "http://gw.evil.example"})).status_code == 403
     replay = await ui.client.post(f"/ui/records/{record}/replay", data={"csrf_token": other, "variant": "cand"},
@@ -466,7 +474,7 @@ async def test_replay_on_a_variant_shows_both_answers(ui: UI) -> None:
     unknown = await ui.client.post(f"/ui/api/records/{record}/replay", json={"variant": "nope"})
     assert unknown.status_code == 400 and "not a model" in unknown.json()["error"]["message"]
     form = await ui.client.post(f"/ui/api/records/{record}/replay", data={"variant": "cand"})
-    assert form.status_code == 400  # JSON only: a cross-site form cannot post here
+    assert form.status_code == 415  # JSON only: a cross-site form cannot post here
     assert await ui.gateway.store.fetch("SELECT count(*) FROM records WHERE request_id = ?", [record]) == [(2,)]
 
 
