@@ -14,6 +14,7 @@ from proxy.config._load import load_policy, parse_policy
 from proxy.config._models import (
     DEFAULT_BASE_URLS,
     DEFAULT_STICKY_BY,
+    MIN_SECRET_CHARS,
     STANDARD_SEVERITIES,
     Auth,
     Budgets,
@@ -43,11 +44,14 @@ from proxy.config._models import (
     TaxonomyClass,
     TrustAfter,
     UpstreamLimits,
+    is_auth_header,
+    provider_secrets,
 )
 
 __all__ = [
     "DEFAULT_BASE_URLS",
     "DEFAULT_STICKY_BY",
+    "MIN_SECRET_CHARS",
     "STANDARD_SEVERITIES",
     "Auth",
     "Budgets",
@@ -79,6 +83,8 @@ __all__ = [
     "TaxonomyClass",
     "TrustAfter",
     "UpstreamLimits",
+    "is_auth_header",
+    "provider_secrets",
     "load_policy",
     "parse_policy",
 ]

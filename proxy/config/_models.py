@@ -6,10 +6,13 @@ sections (a route's models, a scorer's judge, ...) are checked by `_crossref` af
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit
 
 from proxy.config._errors import suggest
 from proxy.guards import PolicyRegex, PolicyRegexError, compile_policy_regex
@@ -79,8 +82,32 @@ def is_auth_header(name: str) -> bool:
     lowered = name.lower()
     return any(hint in lowered for hint in _AUTH_HEADER_HINTS)
 
+
 Capture = Literal["full", "redacted", "refs_only"]
 GuardAction = Literal["flag", "retry_other_variant", "block", "fallback"]
+
+MIN_SECRET_CHARS = 8  # shorter values are not secrets worth the name, and masking them would mangle text
+
+
+def provider_secrets(api_key: str | None, headers: Mapping[str, str] | None, base_url: str | None) -> list[str]:
+    """What a provider must never see come back: its key, its policy header values, its URL credentials."""
+    found: list[str] = []
+    if api_key:
+        found.append(api_key)
+    # the headers whose names say they carry a secret (the rule the log scrubber follows): other
+    # values are configuration ("x-mock-fault: http_400", "anthropic-beta: ...") quoted in errors
+    found.extend(value for name, value in (headers or {}).items() if value and is_auth_header(name))
+    if base_url:
+        parts = urlsplit(base_url)
+        user, password = parts.username, parts.password
+        if password:
+            found += [password, unquote(password)]
+        if user and (password or len(user) >= MIN_SECRET_CHARS):
+            found += [user, unquote(user)]
+        if user or password:
+            pair = f"{unquote(user or '')}:{unquote(password or '')}"
+            found += [pair, base64.b64encode(pair.encode()).decode()]
+    return [s for s in dict.fromkeys(found) if len(s) >= MIN_SECRET_CHARS]
 
 
 def _name(value: str) -> str:
@@ -784,14 +811,14 @@ class Policy(_Model):
         return tuple(dict.fromkeys([*STANDARD_SEVERITIES, *extra]))
 
     def secrets(self) -> list[str]:
-        """Every non-empty API key, and the values of auth-like provider headers, for scrubbing logs."""
+        """Every provider's secrets (`provider_secrets`: key, auth-like header values, URL credentials), for scrubbing logs."""
         found: list[str] = []
         for provider in self.providers.values():
+            # key and header values whatever their length (a log line never needs them), then URL credentials
             if provider.api_key is not None and provider.api_key.get_secret_value():
                 found.append(provider.api_key.get_secret_value())
-            for header, value in provider.headers.items():
-                if value and is_auth_header(header):
-                    found.append(value)
+            found += [value for header, value in provider.headers.items() if value and is_auth_header(header)]
+            found += provider_secrets(None, None, provider.base_url)
         return list(dict.fromkeys(found))
 
     def summary(self) -> str:

@@ -24,13 +24,11 @@ extended byte by byte along the secret to the whole common run.
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Iterable, Mapping
 from typing import TypeVar
-from urllib.parse import unquote, urlsplit
 
-from proxy.config._models import is_auth_header
+from proxy.config import MIN_SECRET_CHARS, provider_secrets
 from proxy.records._redact import DETECTORS
 
 __all__ = ["MASK", "PIECE_CHARS", "Scrubber", "key_like_spans", "mask_key_like", "provider_secrets"]
@@ -38,30 +36,8 @@ __all__ = ["MASK", "PIECE_CHARS", "Scrubber", "key_like_spans", "mask_key_like",
 MASK = "[SECRET]"
 PIECE_CHARS = 16  # a run this long of a secret, anywhere, is masked
 _BLOCK = PIECE_CHARS // 2
-MIN_SECRET_CHARS = 8  # shorter values are not secrets worth the name, and masking them would mangle text
 
 T = TypeVar("T", str, bytes)  # _mask_spans works on both
-
-
-def provider_secrets(api_key: str | None, headers: Mapping[str, str] | None, base_url: str | None) -> list[str]:
-    """What a provider must never see come back: its key, its policy header values, its URL credentials."""
-    found: list[str] = []
-    if api_key:
-        found.append(api_key)
-    # the headers whose names say they carry a secret (the rule the log scrubber follows): other
-    # values are configuration ("x-mock-fault: http_400", "anthropic-beta: ...") quoted in errors
-    found.extend(value for name, value in (headers or {}).items() if value and is_auth_header(name))
-    if base_url:
-        parts = urlsplit(base_url)
-        user, password = parts.username, parts.password
-        if password:
-            found += [password, unquote(password)]
-        if user and (password or len(user) >= MIN_SECRET_CHARS):
-            found += [user, unquote(user)]
-        if user or password:
-            pair = f"{unquote(user or '')}:{unquote(password or '')}"
-            found += [pair, base64.b64encode(pair.encode()).decode()]
-    return [s for s in dict.fromkeys(found) if len(s) >= MIN_SECRET_CHARS]
 
 
 class Scrubber:

@@ -321,3 +321,19 @@ def test_policy_names_secrets_summary() -> None:
         Policy.model_validate({"providers": {"bad name": {"kind": "openai"}}})
     with pytest.raises(ValidationError):
         Policy.model_validate({})
+
+
+
+def test_policy_secrets_include_base_url_credentials() -> None:
+    """The log scrubber gets a provider URL's user:password too (the upstream scrubber always had them)."""
+    import base64
+
+    policy = Policy.model_validate({
+        "providers": {"vllm": {"kind": "openai", "base_url": "https://svc-user:p%40ss-word-1234@vllm.internal/v1"}},
+        "models": {"m": {"provider": "vllm", "model": "x"}},
+        "routes": {"r": {"model": "m"}},
+    })
+    secrets = policy.secrets()
+    assert "p@ss-word-1234" in secrets and "p%40ss-word-1234" in secrets
+    assert base64.b64encode(b"svc-user:p@ss-word-1234").decode() in secrets  # as a Basic header value
+    assert "vllm.internal" not in " ".join(secrets)
