@@ -268,12 +268,16 @@ def _cmd_canary(args: argparse.Namespace) -> int:
             if args.action == "status":
                 from proxy.reports._render_text import canary_lines
 
+                from proxy.canary._render import evaluation_lines
+
                 print("\n".join(canary_lines(await canary_status(store, policy, args.route, limit=50))))
+                print("\n".join(await evaluation_lines(store, policy, args.route)))  # now: the rule and the plan
                 return 0
             plan = await plan_action(store, policy, args.route, args.action)
             await apply_action(store, plan, args.reason, os.environ.get("USER") or "operator")
             print(f"{args.route}: {args.action}: {plan.from_stage:g}% -> {plan.to_stage:g}%, status "
-                  f"{plan.status_after} (serving processes pick it up within a few seconds)")
+                  f"{plan.status_after}{' (a new canary run)' if plan.new_run else ''} (serving processes pick it "
+                  "up within a few seconds)")
             return 0
         finally:
             await store.close()
@@ -570,7 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=_cmd_worker)
 
     canary = commands.add_parser("canary", help="a canary route's stage and decisions; manual promote / rollback")
-    canary.add_argument("action", choices=("status", "promote", "rollback", "pause", "resume"))
+    canary.add_argument("action", choices=("status", "promote", "rollback", "pause", "resume", "restart"))
     canary.add_argument("route")
     canary.add_argument("--policy", required=True, help="policy YAML file")
     canary.add_argument("--store", help=f"store URL (default: $SLUICEGATE_STORE or {DEFAULT_STORE})")

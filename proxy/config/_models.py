@@ -349,11 +349,25 @@ class GuardFailureRateGuardrail(_Model):
 
 
 class LatencyGuardrail(_Model):
-    max_ratio: float = Field(gt=0)  # candidate p95 / baseline p95
+    # margin on candidate / baseline latency, tested always-valid on per-unit means of log latency
+    # (a ratio of geometric means; proxy/canary/_decide.py), not a bare threshold on a noisy p95
+    max_ratio: float = Field(gt=0)
 
 
 class CriticalFailuresGuardrail(_Model):
-    max: int = Field(ge=0)
+    """`max`: an absolute count of the candidate's requests with a critical failure in the canary run (one
+    more rolls back, no evidence needed); `max_increase`: the candidate's rate of requests with a critical
+    failure may exceed the baseline's by at most this much (absolute, sequential test). One or both."""
+
+    max: int | None = Field(None, ge=0)
+    max_increase: float | None = Field(None, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> CriticalFailuresGuardrail:
+        if self.max is None and self.max_increase is None:
+            raise ValueError("critical_failures needs max (an absolute count) and/or max_increase (a rate increase "
+                             "over the baseline's)")
+        return self
 
 
 class Guardrails(_Model):
@@ -370,6 +384,7 @@ class Canary(_Model):
     success_metric: str
     non_inferiority_margin: float = Field(0.02, ge=0)
     evaluate_every_s: float = Field(60, gt=0)
+    stratum_hours: float = Field(24, gt=0)  # within a stage, compare the arms per period of this length, then combine
     guardrails: Guardrails = Field(default_factory=Guardrails)
 
     @field_validator("stages")

@@ -55,6 +55,11 @@ class Dialect:
             return f"CREATE INDEX temp.{name} ON {table} ({columns})"
         return f"CREATE INDEX {name} ON {table} ({columns})"
 
+    def indexed_by(self, index: str) -> str:
+        """After a table in FROM: use this index (SQLite's planner, without statistics, may pick an index
+        that fetches every whole row; PostgreSQL's chooses by its statistics and has no such clause)."""
+        return f" INDEXED BY {index}" if self.name == "sqlite" else ""
+
     def bucket(self, expr: str) -> str:
         """floor() of a non-negative number as an integer (SQLite's CAST truncates; PostgreSQL's rounds)."""
         return f"CAST({expr} AS INTEGER)" if self.name == "sqlite" else f"floor({expr})::bigint"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 __all__ = ["PG_MIGRATIONS", "PG_SCHEMA_VERSION"]
 
-PG_SCHEMA_VERSION = 8
+PG_SCHEMA_VERSION = 10
 
 _TXID = "txid BIGINT NOT NULL DEFAULT (pg_current_xact_id()::text::bigint)"
 
@@ -83,5 +83,27 @@ PG_MIGRATIONS: dict[int, tuple[str, ...]] = {
         """CREATE TABLE IF NOT EXISTS outcome_conflicts (
             id TEXT PRIMARY KEY, outcome_id TEXT NOT NULL, received_at DOUBLE PRECISION NOT NULL,
             detected_at DOUBLE PRECISION NOT NULL, data JSONB NOT NULL)""",
+    ),
+    9: (
+        # the report's unit of analysis and allocation periods (see the SQLite migration 9)
+        "ALTER TABLE records ADD COLUMN IF NOT EXISTS bucket INTEGER",
+        "ALTER TABLE records ADD COLUMN IF NOT EXISTS policy_version TEXT",
+        """UPDATE records SET bucket = (data->>'bucket')::integer, policy_version = data->>'policy_version'
+            WHERE data->>'bucket' IS NOT NULL OR data->>'policy_version' IS NOT NULL""",
+        "DROP INDEX IF EXISTS records_request",
+        """CREATE INDEX IF NOT EXISTS records_request ON records (request_id, attempt, route, variant, started_at)
+            INCLUDE (bucket, user_id, episode_id, policy_version, served, latency_ms, guard_failures, failed_guards)""",
+        "DROP INDEX IF EXISTS records_episode",
+        """CREATE INDEX IF NOT EXISTS records_episode ON records (episode_id, route, variant, attempt, started_at)
+            INCLUDE (bucket, user_id)""",
+        "CREATE INDEX IF NOT EXISTS records_versions ON records (route, policy_version, started_at) WHERE attempt = 1",
+    ),
+    10: (
+        # canary runs (see the SQLite migration 10)
+        "ALTER TABLE canary_state ADD COLUMN IF NOT EXISTS run_id TEXT",
+        "ALTER TABLE canary_state ADD COLUMN IF NOT EXISTS run_started_at DOUBLE PRECISION",
+        "ALTER TABLE canary_state ADD COLUMN IF NOT EXISTS stage_started_at DOUBLE PRECISION",
+        "ALTER TABLE canary_state ADD COLUMN IF NOT EXISTS fingerprint TEXT",
+        "ALTER TABLE canary_decisions ADD COLUMN IF NOT EXISTS run_id TEXT",
     ),
 }

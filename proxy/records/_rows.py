@@ -37,7 +37,8 @@ V3_REPORT_COLUMNS = (
     "attempt_reason", "latency_ms", "ttft_ms", "prompt_tokens", "completion_tokens", "cost_usd",
     "system_fingerprint", "guard_failures", "failed_guards",
 )
-REPORT_COLUMNS = (*V3_REPORT_COLUMNS, "cache_hit")  # v7: cache hits stay out of latency and cost figures
+REPORT_COLUMNS = (*V3_REPORT_COLUMNS, "cache_hit",  # v7: cache hits stay out of latency and cost figures
+                  "bucket", "policy_version")  # v9: the unit of randomization (sticky or not) and the policy in force
 
 
 
@@ -67,10 +68,11 @@ SIDE_TABLES: dict[str, SideTable] = {
     "review": SideTable("reviews", ("id", "record_id", "request_id", "route", "variant", "scorer", "reason",
                                     "entered_at", "note"), ("id",)),
     "cursor": SideTable("scoring_cursors", ("id", "value", "updated_at"), ("id",), replace=True),
-    "canary_state": SideTable("canary_state", ("route", "stage", "status", "updated_at", "reason"), ("route",),
-                              replace=True),
+    "canary_state": SideTable("canary_state", ("route", "stage", "status", "updated_at", "reason",  # v10: the run
+                                               "run_id", "run_started_at", "stage_started_at", "fingerprint"),
+                              ("route",), replace=True),
     "canary_decision": SideTable("canary_decisions", ("id", "route", "at", "action", "from_stage", "to_stage",
-                                                      "rule", "reason", "figures", "actor"), ("id",)),
+                                                      "rule", "reason", "figures", "actor", "run_id"), ("id",)),
     "cache": SideTable("response_cache", ("key", "route", "variant", "model", "created_at", "expires_at", "answer"),
                        ("key",), replace=True),
 }
@@ -106,7 +108,8 @@ def side_row(row: Any) -> tuple[str, Mapping[str, Any]] | None:
 _ROW_KEYS = ("id", *INDEXED_COLUMNS)
 _RECORD_COLUMNS = operator.attrgetter(*_ROW_KEYS)
 _SERVED = _ROW_KEYS.index("served")
-_PLAIN_REPORT_KEYS = ("attempt_reason", "latency_ms", "ttft_ms", "cost_usd", "system_fingerprint", "cache_hit")
+_PLAIN_REPORT_KEYS = ("attempt_reason", "latency_ms", "ttft_ms", "cost_usd", "system_fingerprint", "cache_hit",
+                      "bucket", "policy_version")
 _RECORD_REPORT = operator.attrgetter(*_PLAIN_REPORT_KEYS, "usage", "guards")
 
 
@@ -119,7 +122,7 @@ def scalar(value: Any) -> Any:
 
 def _report_values(plain: Sequence[Any], usage: Any, guards: Any) -> list[Any]:
     """REPORT_COLUMNS of one row (same values as the v3 migration's json_extract back-fill)."""
-    reason, latency, ttft, cost, fingerprint, cache_hit = (scalar(v) for v in plain)
+    reason, latency, ttft, cost, fingerprint, cache_hit, bucket, version = (scalar(v) for v in plain)
     prompt = completion = None
     if isinstance(usage, Mapping):
         prompt, completion = scalar(usage.get("prompt_tokens")), scalar(usage.get("completion_tokens"))
@@ -144,6 +147,7 @@ def _report_values(plain: Sequence[Any], usage: Any, guards: Any) -> list[Any]:
     values.append(len(failed) if failed else 0)
     values.append(orjson.dumps(failed).decode() if failed else None)
     values.append(1 if cache_hit else 0)
+    values += [bucket, version]
     return values
 
 

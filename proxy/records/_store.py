@@ -114,7 +114,7 @@ def records_query(since: float | None, until: float | None, route: str | None, r
 
 # --- SQLite --------------------------------------------------------------------------------------
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 10
 READ_LANES = 3  # read connections: 0 and 1 for reports (a 2-core machine runs two report queries at once),
 LOOKUP_LANE = 2  # and one for point look-ups a request may wait on (the output cache, feedback): never behind a report
 
@@ -266,6 +266,32 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         """CREATE TABLE IF NOT EXISTS outcome_conflicts (
             id TEXT PRIMARY KEY, outcome_id TEXT NOT NULL, received_at REAL NOT NULL, detected_at REAL NOT NULL,
             data TEXT NOT NULL)""",
+    ),
+    9: (
+        # the report's unit of analysis and allocation periods: the sticky bucket (NULL: no sticky key, the
+        # request is its own unit) and the policy version in force, as columns (json_extract costs ~4 µs a row)
+        "ALTER TABLE records ADD COLUMN bucket",
+        "ALTER TABLE records ADD COLUMN policy_version",
+        """UPDATE records SET bucket = json_extract(data, '$.bucket'),
+            policy_version = json_extract(data, '$.policy_version')""",
+        # the report's per-unit sums read every attempt-1 row of the window: from these covering indexes,
+        # never from the rows themselves (a row holds its captured request and answer: ~20x the index entry)
+        "DROP INDEX IF EXISTS records_request",
+        """CREATE INDEX IF NOT EXISTS records_request ON records (request_id, attempt, route, variant, started_at,
+            bucket, user_id, episode_id, policy_version, served, latency_ms, guard_failures, failed_guards)""",
+        "DROP INDEX IF EXISTS records_episode",
+        """CREATE INDEX IF NOT EXISTS records_episode ON records (episode_id, route, variant, attempt, started_at,
+            bucket, user_id)""",
+        # when each policy version was in force on each route (the report's allocation periods)
+        "CREATE INDEX IF NOT EXISTS records_versions ON records (route, policy_version, started_at) WHERE attempt = 1",
+    ),
+    10: (
+        # canary runs (proxy/canary/_state.py): decisions read only requests assigned since the run started
+        "ALTER TABLE canary_state ADD COLUMN run_id TEXT",
+        "ALTER TABLE canary_state ADD COLUMN run_started_at REAL",
+        "ALTER TABLE canary_state ADD COLUMN stage_started_at REAL",
+        "ALTER TABLE canary_state ADD COLUMN fingerprint TEXT",
+        "ALTER TABLE canary_decisions ADD COLUMN run_id TEXT",
     ),
 }
 assert max(_MIGRATIONS) == SCHEMA_VERSION

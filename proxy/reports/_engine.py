@@ -16,7 +16,19 @@ Semantics (see also the README section "Reports"):
   MDE: ``mde`` (absolute) for booleans, default 0.02; floats default to 5% of |control mean|.
   Several metrics on a route → the always-valid p-values of each comparison are Holm-adjusted
   across the metrics and the verdict is decided on the adjusted p (``multiple_comparisons``).
-* SRM: with configured split weights, chi-square of attempt-1 counts vs weights; warning at p < 0.001.
+* Unit of analysis = unit of randomization (``_units``): requests are grouped by their sticky key
+  (episode, user; a request without one is its own unit); comparisons of metrics (when units hold
+  several outcomes), guard failures, errors, coverage and latency use per-unit sums and the
+  cluster-robust ``ratio_estimate``; each arm's ``UnitSums`` are in the report (``unit_sums``).
+* Periods: where the allocation changed in the window (policy version, canary stage, ``periods``
+  given by the caller) the comparisons are stratified over the periods (``stratified_estimate``,
+  plus the covariance of units active in several periods), never pooled; ``split_changes`` says when.
+* SRM: chi-square of **assignment units** (distinct sticky keys; lone requests count one each) per
+  period against the weights in force (split weights of the current policy version; a canary's
+  stage), Bonferroni over the periods tested; warning at p < 0.001.
+* Multiplicity: Holm over every candidate × metric comparison of the route (``holm_verdicts``).
+* Coverage: a warning when the share of requests (or episodes) with an outcome differs between arms
+  beyond noise (``coverage_check``: always-valid, at α = 0.01).
 * Percentiles are nearest-rank (the value at rank ⌈p·n⌉ of the sorted served attempts), exact.
 * Tokens and cost sum every (non-shadow) attempt of the arm's requests (fallbacks cost money
   too); per request = total / requests; per successful task = per request / success rate of the
@@ -33,16 +45,39 @@ import math
 import os
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from proxy.config import DEFAULT_STICKY_BY
+
 from . import _queries as q
-from ._stats import chi_square_srm, holm, student_t_quantile, wilson_interval
-from ._verdict import DEFAULT_MDE, DEFAULT_MIN_N, _decide, verdict, verdict_means  # noqa: PLC2701
+from ._estimates import always_valid, proportion_estimate, stratified_estimate
+from ._stats import student_t_quantile, wilson_interval
+from ._units import (
+    SRM_ALPHA,
+    FigureSums,
+    Period,
+    allocation_periods,
+    estimate_over_periods,
+    figures_json,
+    srm_on_units,
+    unit_figures,
+    unit_label,
+)
+from ._verdict import (
+    DEFAULT_COVERAGE_ALPHA,
+    DEFAULT_MDE,
+    _coverage,  # noqa: PLC2701 — the coverage message and test on a stratified estimate
+    coverage_check,
+    coverage_check_units,
+    holm_verdicts,
+    verdict,
+    verdict_estimate,
+    verdict_means,
+)
 
-__all__ = ["MEANINGS", "SRM_ALPHA", "build_report", "report_inputs"]
+__all__ = ["CHECK_FIGURES", "MEANINGS", "SRM_ALPHA", "build_report", "report_inputs"]
 
-SRM_ALPHA = 0.001
 FLOAT_MDE_FRACTION = 0.05
 HOURLY_MAX_SPAN = 3 * 86400
 
@@ -62,20 +97,26 @@ def _metric_def(value: Any) -> dict[str, str]:
 
 
 def report_inputs(policy: Any) -> dict[str, Any]:
-    """``metrics``, ``controls`` and ``weights`` for ``build_report`` from a loaded policy."""
+    """``metrics``, ``controls``, ``weights``, ``success_metrics``, ``sticky_by``, ``canaries`` and
+    ``policy_version`` for ``build_report`` from a loaded policy."""
     if policy is None:
         return {}
-    controls, weights, success = {}, {}, {}
+    controls, weights, success, sticky, canaries = {}, {}, {}, {}, {}
     for name, route in policy.routes.items():
         controls[name] = route.control
+        sticky[name] = tuple(route.sticky_by)
         if route.split is not None and len(route.split) > 1:
             weights[name] = dict(route.split)
         canary = getattr(route, "canary", None)
         metric = getattr(canary, "success_metric", None) if canary is not None else None
         if metric:
             success[name] = metric
+        if canary is not None:
+            canaries[name] = {"baseline": canary.baseline, "candidate": canary.candidate,
+                              "stages": [float(x) for x in canary.stages]}
     return {"metrics": {k: _metric_def(v) for k, v in policy.metrics.items()}, "controls": controls,
-            "weights": weights, "success_metrics": success}
+            "weights": weights, "success_metrics": success, "sticky_by": sticky, "canaries": canaries,
+            "policy_version": getattr(policy, "version", None)}
 
 
 def _num(x: float | None) -> float | None:
@@ -163,23 +204,329 @@ def _rebucket(rows: list[tuple], factor: int) -> list[tuple]:
     return [(*key, *sums) for key, sums in merged.items()]
 
 
+async def _allocation_queries(store: Any, timings: dict[str, float], route: str | None, since: float | None,
+                              until: float | None) -> tuple[list[tuple], list[tuple], list[tuple]]:
+    """Where the allocation may have changed: policy versions seen, canary decisions and stored stages
+    (second read lane, while the first builds the snapshot)."""
+    sql, params = q.policy_versions(store.dialect, route, since, until)
+    versions = await _timed(timings, "policy_versions", store, sql, params, lane=1)
+    sql, params = q.canary_changes(route, until)
+    decisions = await _timed(timings, "canary_changes", store, sql, params, lane=1)
+    states = await _timed(timings, "canary_state", store, "SELECT route, stage, updated_at FROM canary_state",
+                          lane=1)
+    return versions, decisions, states
+
+
+def _route_periods(arm_rows: list[tuple], versions: list[tuple], decisions: list[tuple], states: list[tuple],
+                   canaries: Mapping[str, Mapping[str, Any]], extra_cuts: Sequence[float]
+                   ) -> dict[str, tuple[list[float], list[Period], list[dict[str, Any]]]]:
+    """route -> (cuts, periods, allocation changes) — see ``_units.allocation_periods``."""
+    span: dict[str, list[float]] = {}
+    for row in arm_rows:
+        lo, hi = span.setdefault(row[0], [row[12], row[13]])
+        span[row[0]] = [min(lo, row[12]), max(hi, row[13])]
+    by_route_v: dict[str, list[tuple]] = defaultdict(list)
+    for rt, version, f0, f1, n in versions:
+        by_route_v[rt].append((version, f0, f1, n))
+    by_route_d: dict[str, list[tuple]] = defaultdict(list)
+    for rt, at, frm, to, action in decisions:
+        by_route_d[rt].append((at, frm, to, action))
+    state = {rt: (float(stage), float(at)) for rt, stage, at in states}
+    out = {}
+    for rt, (first, last) in span.items():
+        canary = canaries.get(rt)
+        first_stage = float(canary["stages"][0]) if canary and canary.get("stages") else None
+        out[rt] = allocation_periods(by_route_v.get(rt, []), by_route_d.get(rt, []) if canary else [],
+                                     state.get(rt) if canary else None, first_stage, extra_cuts, first, last)
+    return out
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
+
+
+def _sums_json(sums: Any) -> dict[str, float]:
+    return {"units": sums.units, "y": sums.y, "m": sums.m, "yy": sums.yy, "mm": sums.mm, "ym": sums.ym}
+
+
+def _unit_section(rt: str, arms: dict[str, dict[str, Any]], ordered: list[str], figs: Mapping[str, FigureSums],
+                  kinds: Mapping[str, Mapping[str, tuple[int, int]]], outcome_units: Mapping[tuple[str, str, str], int],
+                  specs: Sequence[str]) -> dict[str, Any]:
+    """Each arm's units (by kind) and its ``UnitSums`` over the window; the route's unit label."""
+    route_kinds: dict[str, int] = defaultdict(int)
+    for name in ordered:
+        a = arms[name]
+        by_kind = kinds.get(name, {})
+        total = sum(n for n, _ in by_kind.values())
+        with_lat = sum(n for _, n in by_kind.values())
+        for k, (n, _) in by_kind.items():
+            route_kinds[k] += n
+        a["units"] = {"total": total, "with_latency": with_lat,
+                      "by_kind": {q.UNIT_KINDS.get(k, k): n for k, (n, _) in sorted(by_kind.items())}}
+        pooled: dict[str, Any] = {}
+        for fig_name in q.UNIT_FIGURES:
+            fig = figs.get(fig_name)
+            if fig is not None:
+                pooled[fig_name] = _sums_json(fig.pooled(name, with_lat if fig_name == "log_latency" else total))
+        pooled["metrics"] = {}
+        for fig_name, fig in figs.items():
+            if fig_name.startswith("metric:") and any(arm == name for _, arm in fig.cells):
+                metric = fig_name.split(":", 1)[1]
+                pooled["metrics"][metric] = _sums_json(fig.pooled(name, outcome_units.get((rt, name, metric))))
+        a["unit_sums"] = pooled
+        for metric, m in a["metrics"].items():
+            m["units"] = outcome_units.get((rt, name, metric), 0)
+    main = max(route_kinds, key=lambda k: route_kinds[k]) if route_kinds else "q"
+    return {"label": unit_label(specs, route_kinds), "sticky_by": list(specs),
+            "kinds": {q.UNIT_KINDS.get(k, k): n for k, n in sorted(route_kinds.items())},
+            "counted_in": {"e": "episodes", "u": "users", "b": "units", "q": "requests"}.get(main, "units")}
+
+
+def _clustered(fig: FigureSums | None, arms: Sequence[str]) -> bool:
+    """Whether a figure needs the unit-level analysis: some unit holds more than one outcome, or there
+    are several periods, or units seen in two cells. Else every unit is one outcome and the classical
+    per-outcome tests (Newcombe, z, Welch) are the same analysis."""
+    if fig is None:
+        return False
+    cells = {k: v for k, v in fig.cells.items() if k[1] in arms}
+    if len({p for p, _ in cells}) > 1:
+        return True
+    if any(a in arms and b in arms for _, a, _, b in fig.cross):
+        return True
+    return any(s.units != s.m for s in cells.values())
+
+
+def _comparisons(rt: str, arms: dict[str, dict[str, Any]], control: str, ordered: list[str],
+                 defs: Mapping[str, dict[str, Any]], sums: Mapping[tuple[str, str, str], list[float]],
+                 figs: Mapping[str, FigureSums], mde: float | Mapping[str, float] | None,
+                 alpha: float, units_word: str = "units") -> list[dict[str, Any]]:
+    """Every candidate × metric verdict of the route, Holm-adjusted as one family. A clustered
+    comparison counts units (``units_word``: "users", …), not outcomes, in its label and reason."""
+    names = list(arms)
+    used = [m for m in defs if any(sums.get((rt, x, m), (0,))[0] for x in names)]
+    rows, verdicts = [], []
+    for cand in ordered[1:]:
+        for metric in used:
+            d = defs[metric]
+            mc, mx = arms[control]["metrics"][metric], arms[cand]["metrics"][metric]
+            metric_mde = mde.get(metric) if isinstance(mde, Mapping) else None
+            boolean = d["type"] == "boolean"
+            if boolean:
+                m_ = metric_mde if metric_mde is not None else (mde if isinstance(mde, (int, float)) else DEFAULT_MDE)
+                cv, xv = mc["rate"], mx["rate"]
+            else:
+                base = abs(mc["mean"]) if mc["mean"] else 0.0
+                m_ = metric_mde if metric_mde is not None else (FLOAT_MDE_FRACTION * base or 1e-9)
+                cv, xv = mc["mean"], mx["mean"]
+            fig = figs.get(f"metric:{metric}")
+            clustered = _clustered(fig, (control, cand))
+            if clustered and fig is not None:
+                est, strata = estimate_over_periods(fig, control, cand, edge_safe=boolean,
+                                                    units=(mc.get("units", 0), mx.get("units", 0)))
+                v = verdict_estimate(est, goal=d["goal"], mde=m_, alpha=alpha,
+                                     bounds=(-1.0, 1.0) if boolean else (-math.inf, math.inf))
+                periods = sum(1 for e in strata if e.n_baseline and e.n_candidate)
+            elif boolean:
+                v = verdict(mc["successes"], mc["n"], mx["successes"], mx["n"], goal=d["goal"], mde=m_, alpha=alpha)
+                periods = 1
+            else:
+                v = verdict_means(mc["mean"] or 0.0, mc["variance"] or 0.0, mc["n"], mx["mean"] or 0.0,
+                                  mx["variance"] or 0.0, mx["n"], mde=m_, goal=d["goal"], alpha=alpha)
+                periods = 1
+            verdicts.append(v)
+            rows.append((metric, d, cand, cv, xv, clustered, periods))
+    out = []
+    for (metric, d, cand, cv, xv, clustered, periods), raw, v in zip(rows, verdicts, holm_verdicts(verdicts)):
+        label, reason = v.label, v.reason
+        if clustered:
+            label, reason = label.replace(" outcomes", f" {units_word}"), reason.replace(" outcomes", f" {units_word}")
+        out.append({
+            "metric": metric, "type": d["type"], "level": d["level"], "goal": d["goal"],
+            "control": control, "candidate": cand, "control_value": cv, "candidate_value": xv,
+            "diff": v.diff, "interval": _interval(v.interval), "p_value": v.p_value,
+            "sequential_p": raw.sequential_p, "sequential_p_adjusted": v.sequential_p,
+            "confidence_sequence": _interval(v.confidence_sequence),
+            "n_control": v.n_control, "n_candidate": v.n_candidate, "mde": v.mde, "alpha": v.alpha,
+            "needed_n": v.needed_n, "more_needed": v.more_needed,
+            "needed_control": v.needed_control, "needed_candidate": v.needed_candidate,
+            "more_control": v.more_control, "more_candidate": v.more_candidate,
+            "comparisons": v.comparisons,
+            "analysis": {"clustered": clustered, "periods": periods,
+                         "counted_in": "units" if clustered else "outcomes",
+                         "method": ("cluster-robust ratio per period, stratified" if clustered and periods > 1
+                                    else "cluster-robust ratio (delta method over units)" if clustered
+                                    else "independent outcomes")},
+            "verdict": label, "code": v.code, "reason": reason, "meaning": MEANINGS[v.code],
+        })
+    return out
+
+
+CHECK_FIGURES = {  # figure -> (what it is, goal): the request-level figures a canary's rules read
+    "errors": ("requests that got no answer", "minimize"),
+    "guard_failures": ("requests with a failed guard", "minimize"),
+    "critical_failures": ("requests with a critical guard failure", "minimize"),
+    "log_latency": ("mean log latency of served requests (ratio of geometric means)", "minimize"),
+}
+
+
+def _checks(arms: dict[str, dict[str, Any]], control: str, ordered: list[str], figs: Mapping[str, FigureSums],
+            alpha: float) -> list[dict[str, Any]]:
+    """candidate − control on the request-level figures, per unit and stratified: difference,
+    always-valid p and confidence sequence (shown; the canary's rules decide on them)."""
+    out = []
+    for cand in ordered[1:]:
+        for name, (what, goal) in CHECK_FIGURES.items():
+            fig = figs.get(name)
+            if fig is None:
+                continue
+            base = arms[control]["unit_sums"].get(name)
+            other = arms[cand]["unit_sums"].get(name)
+            if not base or not other or not base["m"] or not other["m"]:
+                continue
+            est, strata = estimate_over_periods(fig, control, cand, edge_safe=name != "log_latency",
+                                                units=(int(base["units"]), int(other["units"])))
+            res = always_valid(est, confidence=1.0 - alpha)
+            row = {"figure": name, "what": what, "goal": goal, "control": control, "candidate": cand,
+                   "control_value": base["y"] / base["m"], "candidate_value": other["y"] / other["m"],
+                   "diff": est.diff, "sequential_p": res.p_value,
+                   "confidence_sequence": _interval((res.low, res.high)),
+                   "n_control": est.n_baseline, "n_candidate": est.n_candidate,
+                   "periods": sum(1 for e in strata if e.n_baseline and e.n_candidate)}
+            if name == "log_latency":
+                row.update(control_value=math.exp(row["control_value"]),
+                           candidate_value=math.exp(row["candidate_value"]),
+                           ratio=math.exp(est.diff),
+                           ratio_confidence_sequence=[_num(math.exp(res.low)) if math.isfinite(res.low) else 0.0,
+                                                      _num(math.exp(res.high)) if math.isfinite(res.high) else None])
+            out.append(row)
+    return out
+
+
+def _coverage_checks(control: str, ordered: list[str], figs: Mapping[str, FigureSums],
+                     episodes: Mapping[tuple[int, str], tuple[int, int]]) -> list[dict[str, Any]]:
+    """Does the share of requests (episodes) with an outcome differ between arms beyond noise? Requests
+    per unit and stratified; episodes per period (each episode in the period it started in)."""
+    out = []
+    fig = figs.get("coverage")
+    for cand in ordered[1:]:
+        if fig is not None and any(s.y for (_, a), s in fig.cells.items() if a in (control, cand)):
+            base, other = fig.pooled(control), fig.pooled(cand)
+            if len(fig.periods()) > 1 or any(x in (control, cand) and y in (control, cand)
+                                             for _, x, _, y in fig.cross):
+                est, _ = estimate_over_periods(fig, control, cand)
+                check = _coverage(est, base.y / base.m if base.m else None, other.y / other.m if other.m else None,
+                                  "requests", DEFAULT_COVERAGE_ALPHA)
+            else:
+                check = coverage_check_units(base, other, subject="requests")
+            out.append({"subject": "requests", "control": control, "candidate": cand, **_check_json(check)})
+        cells = {k: v for k, v in episodes.items() if k[1] in (control, cand)}
+        if any(c for _, c in cells.values()):
+            per = sorted({p for p, _ in cells})
+            tot = {a: [sum(cells.get((p, a), (0, 0))[i] for p in per) for i in (0, 1)] for a in (control, cand)}
+            if len(per) > 1:
+                strata = [proportion_estimate(cells.get((p, control), (0, 0))[1], cells.get((p, control), (0, 0))[0],
+                                              cells.get((p, cand), (0, 0))[1], cells.get((p, cand), (0, 0))[0])
+                          for p in per]
+                est = stratified_estimate(strata)
+                rc = tot[control][1] / tot[control][0] if tot[control][0] else None
+                rx = tot[cand][1] / tot[cand][0] if tot[cand][0] else None
+                check = _coverage(est, rc, rx, "episodes", DEFAULT_COVERAGE_ALPHA)
+            else:
+                check = coverage_check(tot[control][1], tot[control][0], tot[cand][1], tot[cand][0],
+                                       subject="episodes")
+            out.append({"subject": "episodes", "control": control, "candidate": cand, **_check_json(check)})
+    return out
+
+
+def _check_json(check: Any) -> dict[str, Any]:
+    return {"rate_control": check.rate_control, "rate_candidate": check.rate_candidate, "diff": check.diff,
+            "p_value": check.p_value, "confidence_sequence": _interval(check.confidence_sequence),
+            "alpha": check.alpha, "warning": check.warning, "message": check.message}
+
+
+def _period_weights(period: Period, weights: Mapping[str, float] | None, canary: Mapping[str, Any] | None,
+                    policy_version: str | None, only: bool) -> tuple[dict[str, float] | None, str]:
+    """The allocation in force in a period, and where it comes from; None when it is not known: a period
+    of another policy version than the current one, when the window also holds others (the weights of
+    a version are not stored; with a single period the current weights are assumed, as before)."""
+    if canary is not None and period.canary_stage is not None:
+        stage = float(period.canary_stage)
+        return {canary["baseline"]: 100.0 - stage, canary["candidate"]: stage}, f"canary stage {stage:g}%"
+    if weights:
+        versions = [v for v in period.policy_versions if v is not None]
+        if policy_version is None or all(v == policy_version for v in versions):
+            return dict(weights), "split weights"
+        if only:
+            return dict(weights), ("split weights of the current policy (the records are of version(s) "
+                                   f"{', '.join(map(str, versions))})")
+        return None, f"weights of policy version(s) {', '.join(map(str, versions))} not known"
+    return None, "no split"
+
+
+def _srm_and_periods(rt: str, periods: list[Period], figs: Mapping[str, FigureSums],
+                     weights: Mapping[str, float] | None, canary: Mapping[str, Any] | None,
+                     policy_version: str | None, unit: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """Per period: units and requests per arm, and the sample-ratio check on units against the weights
+    in force. The route's ``srm`` is the period with the smallest p, at the threshold Bonferroni-divided
+    by the number of periods tested (so the alarm rate stays at most the threshold)."""
+    cells = figs.get("errors", FigureSums()).cells
+    out, tests = [], []
+    only = len({p for p, _ in cells}) <= 1
+    for per in periods:
+        arms_ = {arm: {"units": s.units, "requests": int(s.m)} for (p, arm), s in sorted(cells.items())
+                 if p == per.index}
+        w, source = _period_weights(per, weights, canary, policy_version, only)
+        test = srm_on_units({a: v["units"] for a, v in arms_.items()}, w) if w and arms_ else None
+        if test is not None:
+            test.update(period=per.index, weights_from=source, unit=unit,
+                        observed_requests={a: arms_.get(a, {}).get("requests", 0) for a in test["weights"]})
+            tests.append(test)
+        out.append({"index": per.index, "start": per.start, "end": per.end, "because": per.because,
+                    "policy_versions": per.policy_versions, "canary_stage": per.canary_stage,
+                    "weights": w, "weights_from": source, "arms": arms_, "srm": test})
+    if not tests:
+        return None, out
+    threshold = SRM_ALPHA / len(tests)
+    for t in tests:
+        t["threshold"] = threshold
+        t["warning"] = t["p"] < threshold
+    worst = min(tests, key=lambda t: t["p"])
+    return {**worst, "periods_tested": len(tests)}, out
+
+
 async def build_report(store: Any, *, route: str | None = None, since: float | None = None,
                        until: float | None = None, metrics: Mapping[str, Any] | None = None,
                        controls: Mapping[str, str] | None = None,
                        weights: Mapping[str, Mapping[str, float]] | None = None,
                        mde: float | Mapping[str, float] | None = None,
                        success_metrics: Mapping[str, str] | None = None,
-                       alpha: float = 0.05) -> dict[str, Any]:
+                       alpha: float = 0.05,
+                       sticky_by: Mapping[str, Sequence[str]] | None = None,
+                       canaries: Mapping[str, Mapping[str, Any]] | None = None,
+                       policy_version: str | None = None,
+                       periods: Sequence[float] | None = None) -> dict[str, Any]:
     """The report as a JSON-able dict (every figure). ``metrics``: name → {type, level, goal}
     (policy ``metrics:``; unknown metrics are inferred); ``controls``: route → control variant;
-    ``weights``: route → {variant: split weight}; ``mde``: absolute MDE for boolean metrics, or
-    a mapping metric → MDE (in the metric's units)."""
+    ``weights``: route → {variant: split weight} (of the policy version ``policy_version``);
+    ``mde``: absolute MDE for boolean metrics, or a mapping metric → MDE (in the metric's units);
+    ``sticky_by``: route → its sticky entries (default ``DEFAULT_STICKY_BY``), which say what a unit
+    is; ``canaries``: route → {baseline, candidate, stages} (a canary's stages are allocations);
+    ``periods``: extra boundaries (epoch seconds) to stratify at, e.g. day starts.
+    ``report_inputs(policy)`` gives all of these but ``mde`` and ``periods``."""
     started = time.perf_counter()
     timings: dict[str, float] = {}
     tag = f"{os.getpid()}_{time.time_ns()}"
+    sticky = {rt: tuple(specs) for rt, specs in (sticky_by or {}).items()}
+    default_sticky = tuple(DEFAULT_STICKY_BY)
+
+    def unit(alias: str) -> tuple[str, list[Any]]:
+        return q.unit_expression(alias, sticky, default_sticky)
+
     lane1 = asyncio.ensure_future(_outcome_queries(store, timings, route, since, until))
+    alloc = asyncio.ensure_future(_allocation_queries(store, timings, route, since, until))
+    unit_tables = False
     try:
-        for sql, params in q.create_snapshot(store.dialect, tag, route, since, until):
+        for sql, params in q.create_snapshot(store.dialect, tag, route, since, until, unit):
             await _run(store, sql, params)
         timings["snapshot"] = time.perf_counter() - started
         t = time.perf_counter()
@@ -220,14 +567,39 @@ async def build_report(store: Any, *, route: str | None = None, since: float | N
         sql, params = q.episode_outcomes(store.dialect, tag, bucket)
         epo_rows = await _timed(timings, 'episode_outcomes', store, sql, params)
         cov_rows = await _timed(timings, 'coverage_episodes', store, q.coverage_episodes(tag))
+        version_rows, decision_rows, state_rows = await alloc
+        route_periods = _route_periods(arm_rows, version_rows, decision_rows, state_rows, canaries or {},
+                                       periods or ())
+        cuts = {rt: v[0] for rt, v in route_periods.items() if v[0]}
+
+        def period(alias: str) -> tuple[str, list[Any]]:
+            return q.period_expression(alias, cuts)
+
+        t1 = time.perf_counter()
+        unit_tables = True
+        for sql, params in [*q.create_units(store.dialect, tag, unit, period, route, since, until),
+                            *q.unit_outcomes(store.dialect, tag, unit, period, route, since, until)]:
+            await _run(store, sql, params)
+        timings["unit_tables"] = time.perf_counter() - t1
+        unit_rows = await _timed(timings, "unit_sums", store, q.unit_sums_query(tag))
+        unit_cross_rows = await _timed(timings, "unit_cross", store, q.unit_cross_query(tag))
+        outcome_unit_rows = await _timed(timings, "outcome_unit_sums", store, q.outcome_sums_query(tag))
+        outcome_cross_rows = await _timed(timings, "outcome_unit_cross", store, q.outcome_cross_query(tag))
+        unit_count_rows = await _timed(timings, "unit_counts", store, q.unit_counts_query(tag))
+        outcome_count_rows = await _timed(timings, "outcome_unit_counts", store, q.outcome_unit_counts_query(tag))
+        mixed_unit_rows = await _timed(timings, "mixed_units", store, q.mixed_units_query(tag))
+        sql, params = q.episode_coverage_periods(tag, period)
+        ep_period_rows = await _timed(timings, "episode_coverage_periods", store, sql, params)
         kind_rows, hourly_rows, cov_req_rows = await lane1
         inf_rows = _rebucket(hourly_rows, int(bucket // 3600))
         cov_rows = cov_req_rows + cov_rows
         timings["aggregates"] = time.perf_counter() - t
     finally:
-        if not lane1.done() or lane1.cancelled():
-            await asyncio.gather(lane1, return_exceptions=True)  # never leave a query running unowned
-        for sql in q.drop_snapshot(store.dialect, tag):
+        for task in (lane1, alloc):
+            if not task.done() or task.cancelled():
+                await asyncio.gather(task, return_exceptions=True)  # never leave a query running unowned
+        drops = [*q.drop_snapshot(store.dialect, tag), *(q.drop_units(store.dialect, tag) if unit_tables else [])]
+        for sql in drops:
             try:
                 await _run(store, sql)
             except Exception:  # noqa: BLE001 — the store may be closing; temp tables die with it
@@ -330,6 +702,23 @@ async def build_report(store: Any, *, route: str | None = None, since: float | N
         point[0] += n
         point[1] += s
 
+    # ---- units of analysis: per-unit sums per (period, arm), unit counts
+    figs = unit_figures(unit_rows, unit_cross_rows, outcome_unit_rows, outcome_cross_rows,
+                        {m: d["level"] for m, d in defs.items()})
+    unit_kinds: dict[str, dict[str, dict[str, tuple[int, int]]]] = defaultdict(dict)
+    for rt, arm, kind, n_units, n_lat in unit_count_rows:
+        unit_kinds[rt].setdefault(arm, {})[kind] = (int(n_units or 0), int(n_lat or 0))
+    outcome_units: dict[tuple[str, str, str], int] = {}
+    for rt, arm, metric, level, n_units in outcome_count_rows:
+        if defs.get(metric, {}).get("level", level) == level:
+            outcome_units[(rt, arm, metric)] = int(n_units or 0)
+    mixed_units: dict[str, dict[int, int]] = defaultdict(dict)
+    for rt, per, n in mixed_unit_rows:
+        mixed_units[rt][int(per)] = int(n)
+    ep_cov: dict[str, dict[tuple[int, str], tuple[int, int]]] = defaultdict(dict)
+    for rt, per, arm, total, covered in ep_period_rows:
+        ep_cov[rt][(int(per), arm)] = (int(total), int(covered))
+
     # ---- assemble routes
     out_routes = []
     for rt in sorted(routes):
@@ -377,60 +766,30 @@ async def build_report(store: Any, *, route: str | None = None, since: float | N
             if c["per_request_usd"] is not None and rate:
                 c["per_success_usd"] = c["per_request_usd"] / rate
 
-        # comparisons
-        comparisons = []
-        used = [m for m in defs if any(sums.get((rt, x, m), (0,))[0] for x in names)]
-        for cand in ordered[1:]:
-            group = []
-            for metric in used:
-                d = defs[metric]
-                mc, mx = arms[control]["metrics"][metric], arms[cand]["metrics"][metric]
-                metric_mde = mde.get(metric) if isinstance(mde, Mapping) else None
-                if d["type"] == "boolean":
-                    m_ = metric_mde if metric_mde is not None else (
-                        mde if isinstance(mde, (int, float)) else DEFAULT_MDE)
-                    v = verdict(mc["successes"], mc["n"], mx["successes"], mx["n"], goal=d["goal"], mde=m_,
-                                alpha=alpha)
-                    cv, xv = mc["rate"], mx["rate"]
-                else:
-                    base = abs(mc["mean"]) if mc["mean"] else 0.0
-                    m_ = metric_mde if metric_mde is not None else (FLOAT_MDE_FRACTION * base or 1e-9)
-                    v = verdict_means(mc["mean"] or 0.0, mc["variance"] or 0.0, mc["n"], mx["mean"] or 0.0,
-                                      mx["variance"] or 0.0, mx["n"], mde=m_, goal=d["goal"], alpha=alpha)
-                    cv, xv = mc["mean"], mx["mean"]
-                group.append((metric, d, v, cv, xv))
-            adjusted = holm([g[2].sequential_p for g in group]) if len(group) > 1 else [g[2].sequential_p for g in group]
-            for (metric, d, v, cv, xv), p_adj in zip(group, adjusted):
-                raw_p = v.sequential_p
-                if len(group) > 1:
-                    v = _decide(goal=v.goal, diff=v.diff, interval=v.interval, p_value=v.p_value, seq_p=p_adj,
-                                cs=v.confidence_sequence, n1=v.n_control, n2=v.n_candidate, needed=v.needed_n,
-                                mde=v.mde, alpha=v.alpha, min_n=DEFAULT_MIN_N)
-                comparisons.append({
-                    "metric": metric, "type": d["type"], "level": d["level"], "goal": d["goal"],
-                    "control": control, "candidate": cand, "control_value": cv, "candidate_value": xv,
-                    "diff": v.diff, "interval": _interval(v.interval), "p_value": v.p_value,
-                    "sequential_p": raw_p,
-                    "sequential_p_adjusted": p_adj, "confidence_sequence": _interval(v.confidence_sequence),
-                    "n_control": v.n_control, "n_candidate": v.n_candidate, "mde": v.mde, "alpha": v.alpha,
-                    "needed_n": v.needed_n, "more_needed": v.more_needed,
-                    "verdict": v.label, "code": v.code, "reason": v.reason, "meaning": MEANINGS[v.code],
-                })
-
-        # SRM
-        srm = None
-        w = (weights or {}).get(rt)
-        if w:
-            variants = [x for x in w if w[x] > 0]
-            if len(variants) >= 2:
-                observed = [arms[x]["requests"] if x in arms else 0 for x in variants]
-                chi2, p = chi_square_srm(observed, [w[x] for x in variants])
-                srm = {"weights": {x: w[x] for x in variants}, "observed": dict(zip(variants, observed)),
-                       "chi2": chi2, "p": p, "threshold": SRM_ALPHA, "warning": p < SRM_ALPHA}
-                if p < SRM_ALPHA:
-                    warnings.append(f"sample-ratio mismatch: observed {observed} vs weights "
-                                    f"{[w[x] for x in variants]} (chi-square p = {p:.2g} < {SRM_ALPHA}); "
-                                    "the split is not behaving as configured — do not trust comparisons")
+        unit_info = _unit_section(rt, arms, ordered, figs.get(rt, {}), unit_kinds.get(rt, {}), outcome_units,
+                                  sticky.get(rt, default_sticky))
+        cuts_, periods_, changes = route_periods.get(rt, ([], [Period(0, None, None, "start of the window")], []))
+        comparisons = _comparisons(rt, arms, control, ordered, defs, sums, figs.get(rt, {}), mde, alpha,
+                                   unit_info["counted_in"])
+        checks = _checks(arms, control, ordered, figs.get(rt, {}), alpha)
+        coverage = _coverage_checks(control, ordered, figs.get(rt, {}), ep_cov.get(rt, {}))
+        srm, period_json = _srm_and_periods(rt, periods_, figs.get(rt, {}), (weights or {}).get(rt),
+                                            (canaries or {}).get(rt), policy_version, unit_info["label"])
+        if changes:
+            when = "; ".join(f"{c['change']} at {_iso(c['at'])}" for c in changes)
+            used_periods = sum(1 for p in period_json if p["arms"])
+            warnings.append(f"the allocation changed in the window ({when}): comparisons are stratified over "
+                            f"{used_periods} period(s) of constant allocation, never pooled across them")
+        if srm is not None and srm["warning"]:
+            warnings.append(f"sample-ratio mismatch on assignment units ({unit_info['label']}): observed "
+                            f"{srm['observed']} vs weights {srm['weights']} (chi-square p = {srm['p']:.2g} < "
+                            f"{srm['threshold']:.2g}); the split is not behaving as configured — do not trust "
+                            "comparisons")
+        if mixed_units.get(rt):
+            n_mixed = sum(mixed_units[rt].values())
+            warnings.append(f"{n_mixed} sticky unit(s) had requests in more than one arm within one period "
+                            "(a `when:` condition, or a sticky key the records do not show): counted in each arm")
+        warnings += [c["message"] for c in coverage if c["warning"]]
         if mixed[rt]:
             warnings.append(f"{mixed[rt]} episode(s) saw more than one variant (policy changed mid-episode): "
                             f"excluded from episode-level figures ({mixed_outcomes[rt]} outcome(s) dropped)")
@@ -439,9 +798,13 @@ async def build_report(store: Any, *, route: str | None = None, since: float | N
                     for (r_, arm, metric), pts in sorted(series.items()) if r_ == rt]
         out_routes.append({
             "route": rt, "control": control, "arms": [arms[x] for x in ordered],
+            "unit": unit_info,
             "episodes_mixed": mixed[rt], "episodes_mixed_outcomes": mixed_outcomes[rt],
-            "srm": srm, "comparisons": comparisons,
-            "multiple_comparisons": "holm" if len(used) > 1 else None,
+            "units_mixed": sum(mixed_units.get(rt, {}).values()),
+            "srm": srm, "comparisons": comparisons, "checks": checks, "coverage_checks": coverage,
+            "multiple_comparisons": "holm" if len(comparisons) > 1 else None,
+            "periods": period_json, "split_changes": changes,
+            "unit_sums": figures_json(figs.get(rt, {})),
             "timeline": timeline, "warnings": warnings,
         })
     timings["total"] = time.perf_counter() - started
@@ -458,8 +821,12 @@ async def build_report(store: Any, *, route: str | None = None, since: float | N
             "arm = variant of each request's attempt 1 (intention-to-treat); shadow attempts not counted",
             "episodes that saw more than one variant are excluded from episode-level figures (episodes_mixed)",
             "latest outcome per (subject, metric) counts; corrections override",
-            "verdicts use the always-valid mSPRT p-value; with several metrics it is Holm-adjusted across "
-            "the route's metrics per comparison",
+            "unit of analysis = unit of randomization: requests with a sticky key are grouped by it, a request "
+            "without one is its own unit; intervals and tests use cluster-robust (delta-method) variances "
+            "and the sample-ratio check counts units",
+            "where the allocation changed (policy version, canary stage) comparisons are stratified by period",
+            "verdicts use the always-valid mSPRT p-value, Holm-adjusted over every candidate × metric "
+            "comparison of the route",
             "percentiles are nearest-rank over served attempts",
         ],
         "timings": timings,

@@ -6,7 +6,7 @@ import html
 import time
 from typing import Any
 
-from ._render_text import canary_lines, fmt, scores_lines, shadow_lines
+from ._render_text import canary_lines, check_lines, fmt, scores_lines, shadow_lines, srm_lines
 
 __all__ = ["render_html"]
 
@@ -104,6 +104,22 @@ def _failure_chart(arms: list[dict]) -> str:
     return _svg(w, h, body, "guard failures per class (share of requests)")
 
 
+def _periods_table(r: dict[str, Any]) -> str:
+    """When the allocation changed: the periods the comparisons are stratified over."""
+    periods = [p for p in r.get("periods") or [] if p["arms"]]
+    if not r.get("split_changes") or not periods:
+        return ""
+    rows = [_row(["period", "from", "why", "weights", "units / requests per arm", "sample-ratio p"], "th")]
+    for p in periods:
+        start = "start" if p["start"] is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(p["start"]))
+        weights = "unknown" if not p["weights"] else " / ".join(f"{k} {v:g}" for k, v in p["weights"].items())
+        arms = ", ".join(f"{k} {v['units']} / {v['requests']}" for k, v in p["arms"].items())
+        rows.append(_row([p["index"], start, p["because"], weights, arms,
+                          fmt(p["srm"]["p"]) if p["srm"] else "—"]))
+    return ("<h3>Allocation changes</h3><p>Comparisons are stratified over these periods of constant "
+            "allocation, never pooled across them.</p><table>" + "".join(rows) + "</table>")
+
+
 def _row(cells: list[Any], tag: str = "td") -> str:
     return "<tr>" + "".join(f"<{tag}>{e(str(c))}</{tag}>" for c in cells) + "</tr>"
 
@@ -118,15 +134,20 @@ def render_html(report: dict[str, Any]) -> str:
     for r in report["routes"]:
         arms = r["arms"]
         parts.append(f"<h2>route {e(r['route'])}</h2><p>control: <b>{e(r['control'])}</b></p>")
+        if r.get("unit"):
+            parts.append(f"<p>unit of analysis: <b>{e(r['unit']['label'])}</b> — every interval, test and the "
+                         "sample-ratio check counts these units</p>")
         for w in r["warnings"]:
             parts.append(f"<p class='warn'>⚠ {e(w)}</p>")
-        parts.append("<table>" + _row(["variant", "requests", "episodes", "outcomes", "coverage", "guard fail",
+        parts.append(_periods_table(r))
+        parts.append("<table>" + _row(["variant", "requests", "units", "episodes", "outcomes", "coverage", "guard fail",
                                        "errors", "fallbacks", "retries", "p50 ms", "p95 ms", "p99 ms", "ttft p50",
                                        "ttft p95", "prompt tok/req", "compl. tok/req", "cost/req", "cost/success",
                                        "drift"], "th"))
         for a in arms:
             cov = a["coverage"]["requests"]["pct"]
-            parts.append(_row([a["variant"] + (" (control)" if a["is_control"] else ""), a["requests"], a["episodes"],
+            parts.append(_row([a["variant"] + (" (control)" if a["is_control"] else ""), a["requests"],
+                               a.get("units", {}).get("total", "—"), a["episodes"],
                                a["outcomes_received"], "—" if cov is None else f"{cov:.1f}%",
                                fmt(a["guards"]["rate"], "pct"), fmt(a["error_rate"], "pct"), a["fallbacks"],
                                a["retries"], fmt(a["latency_ms"]["p50"], "ms"), fmt(a["latency_ms"]["p95"], "ms"),
@@ -147,22 +168,24 @@ def render_html(report: dict[str, Any]) -> str:
             parts.append("</table>")
         if r["comparisons"]:
             parts.append("<h3>Verdicts</h3><table>" + _row(
-                ["comparison", "metric", "diff", "95% CI", "p (z/Welch)", "always-valid p", "adjusted p",
-                 "confidence sequence", "verdict", "what it means"], "th"))
+                ["comparison", "metric", "diff", "95% CI", "p (fixed)", "always-valid p", "adjusted p",
+                 "confidence sequence", "analysis", "verdict", "what it means"], "th"))
             for c in r["comparisons"]:
                 parts.append(_row([f"{c['candidate']} vs {c['control']}", c["metric"], f"{c['diff']:+.4g}",
                                    f"[{fmt(c['interval'][0])}, {fmt(c['interval'][1])}]", fmt(c["p_value"]),
                                    fmt(c["sequential_p"]), fmt(c["sequential_p_adjusted"]),
                                    f"[{fmt(c['confidence_sequence'][0])}, {fmt(c['confidence_sequence'][1])}]",
+                                   c.get("analysis", {}).get("method", ""),
                                    c["verdict"], f"{c['meaning']} ({c['reason']})"]))
             parts.append("</table>")
             if r["multiple_comparisons"]:
-                parts.append("<p>Verdicts use always-valid p-values Holm-adjusted across this route's metrics.</p>")
-        if r["srm"]:
-            s = r["srm"]
-            parts.append(f"<p class='{'warn' if s['warning'] else ''}'>Sample-ratio check: observed "
-                         f"{e(str(s['observed']))} vs weights {e(str(s['weights']))}, chi² = {s['chi2']:.3g}, "
-                         f"p = {s['p']:.3g}</p>")
+                parts.append(f"<p>Verdicts use always-valid p-values Holm-adjusted over this route's "
+                             f"{len(r['comparisons'])} candidate × metric comparisons.</p>")
+        lines = check_lines(r.get("checks") or [])
+        if lines:
+            parts.append("<h3>Per-unit figures</h3><pre>" + e("\n".join(lines)) + "</pre>")
+        for line in srm_lines(r):
+            parts.append(f"<p class='{'warn' if r['srm']['warning'] else ''}'>{e(line)}</p>")
         parts.append("<div>")
         for m in metrics:
             if all("rate" in a["metrics"][m] for a in arms):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
-__all__ = ["canary_lines", "fmt", "render_text", "scores_lines", "shadow_lines"]
+__all__ = ["canary_lines", "check_lines", "fmt", "render_text", "scores_lines", "shadow_lines", "srm_lines",
+           "unit_lines"]
 
 
 def fmt(x: Any, kind: str = "") -> str:
@@ -36,18 +37,19 @@ def render_text(report: dict[str, Any]) -> str:
         out.append("no records in the window")
     for r in report["routes"]:
         out.append(f"route {r['route']}  (control: {r['control']})")
+        out += unit_lines(r)
         rows = []
         for a in r["arms"]:
             cov = a["coverage"]["requests"]["pct"]
             rows.append([a["variant"] + (" (control)" if a["is_control"] else ""), str(a["requests"]),
-                         str(a["episodes"]), str(a["outcomes_received"]),
+                         str(a.get("units", {}).get("total", "—")), str(a["episodes"]), str(a["outcomes_received"]),
                          "—" if cov is None else f"{cov:.1f}%", fmt(a["guards"]["rate"], "pct"),
                          fmt(a["error_rate"], "pct"), str(a["fallbacks"]), str(a["retries"]),
                          fmt(a["latency_ms"]["p50"], "ms"), fmt(a["latency_ms"]["p95"], "ms"),
                          fmt(a["latency_ms"]["p99"], "ms"), fmt(a["ttft_ms"]["p50"], "ms"),
                          fmt(a["cost"]["per_request_usd"], "usd"), fmt(a["cost"]["per_success_usd"], "usd"),
                          "yes" if a["drift"]["drifted"] else "no"])
-        out += _table(["variant", "requests", "episodes", "outcomes", "coverage", "guard fail", "errors",
+        out += _table(["variant", "requests", "units", "episodes", "outcomes", "coverage", "guard fail", "errors",
                        "fallbacks", "retries", "p50 ms", "p95 ms", "p99 ms", "ttft p50", "cost/req",
                        "cost/success", "drift"], rows)
         out.append("")
@@ -70,17 +72,18 @@ def render_text(report: dict[str, Any]) -> str:
                 rows.append([f"{c['candidate']} vs {c['control']}", c["metric"], f"{c['diff']:+.4g}",
                              f"[{fmt(c['interval'][0])}, {fmt(c['interval'][1])}]", fmt(c["p_value"]),
                              fmt(c["sequential_p"]), fmt(c["sequential_p_adjusted"]), c["verdict"]])
-            out += _table(["comparison", "metric", "diff", "95% CI", "p (z/Welch)", "always-valid p",
+            out += _table(["comparison", "metric", "diff", "95% CI", "p (fixed)", "always-valid p",
                            "adjusted p", "verdict"], rows)
             if r["multiple_comparisons"]:
-                out.append("verdicts use always-valid p-values Holm-adjusted across this route's metrics")
+                out.append(f"verdicts use always-valid p-values Holm-adjusted over this route's "
+                           f"{len(r['comparisons'])} candidate × metric comparisons")
             for c in r["comparisons"]:
-                out.append(f"  {c['candidate']} / {c['metric']}: {c['verdict']} — {c['reason']}; {c['meaning']}")
+                how = c.get("analysis", {}).get("method")
+                out.append(f"  {c['candidate']} / {c['metric']}: {c['verdict']} — {c['reason']}; {c['meaning']}"
+                           + (f" [{how}]" if how and c["analysis"]["clustered"] else ""))
             out.append("")
-        if r["srm"]:
-            s = r["srm"]
-            out.append(f"sample-ratio check: observed {s['observed']} vs weights {s['weights']}: "
-                       f"chi2 = {s['chi2']:.3g}, p = {s['p']:.3g}" + ("  ⚠ MISMATCH" if s["warning"] else " (ok)"))
+        out += check_lines(r.get("checks") or [])
+        out += srm_lines(r)
         for a in r["arms"]:
             g = a["guards"]
             if g["by_class"]:
@@ -93,6 +96,76 @@ def render_text(report: dict[str, Any]) -> str:
     out += shadow_lines(report.get("shadows") or [])
     out += canary_lines(report.get("canary") or [])
     return "\n".join(out)
+
+
+def unit_lines(r: dict[str, Any]) -> list[str]:
+    """The unit of analysis, units per arm, and the periods when the allocation changed."""
+    unit = r.get("unit")
+    if not unit:
+        return []
+    per_arm = ", ".join(f"{a['variant']} {a['units']['total']}" for a in r["arms"] if "units" in a)
+    out = [f"unit: {unit['label']} — units per arm: {per_arm}"]
+    changes = r.get("split_changes") or []
+    if changes:
+        out.append("allocation changes: " + "; ".join(f"{_utc(c['at'])} {c['change']}" for c in changes))
+        rows = []
+        for p in r.get("periods") or []:
+            if not p["arms"]:
+                continue
+            rows.append([str(p["index"]), _utc(p["start"]) if p["start"] is not None else "start",
+                         p["because"], _weights(p["weights"]),
+                         ", ".join(f"{a} {v['units']}/{v['requests']}" for a, v in p["arms"].items())])
+        out += _table(["period", "from", "why", "weights", "units/requests per arm"], rows)
+        out.append("comparisons are stratified over these periods (never pooled across an allocation change)")
+    out.append("")
+    return out
+
+
+def _weights(w: dict[str, float] | None) -> str:
+    return "unknown" if not w else "/".join(f"{x}:{v:g}" for x, v in w.items())
+
+
+def _utc(epoch: float | None) -> str:
+    return "—" if epoch is None else datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def srm_lines(r: dict[str, Any]) -> list[str]:
+    s = r.get("srm")
+    if not s:
+        return []
+    what = f"units ({r['unit']['label']})" if r.get("unit") else "units"
+    several = sum(1 for p in r.get("periods") or [] if p["arms"]) > 1
+    where = f" in period {s['period']}" if several else ""
+    if s.get("periods_tested", 1) > 1:
+        where += f" (the smallest p of {s['periods_tested']} periods tested)"
+    line = (f"sample-ratio check on {what}{where}: observed {s['observed']} vs weights {s['weights']}: "
+            f"chi2 = {s['chi2']:.3g}, p = {s['p']:.3g}, threshold {s['threshold']:.2g}"
+            + ("  ⚠ MISMATCH" if s["warning"] else " (ok)"))
+    if s.get("observed_requests") and s["observed_requests"] != s["observed"]:
+        line += f"; requests {s['observed_requests']} (not tested: requests per unit differ by design)"
+    return [line]
+
+
+def check_lines(checks: list[dict[str, Any]]) -> list[str]:
+    """Request-level figures per unit: candidate − control with the always-valid sequence."""
+    if not checks:
+        return []
+    rows = []
+    for c in checks:
+        if c["figure"] == "log_latency":
+            lo, hi = c["ratio_confidence_sequence"]
+            rows.append([f"{c['candidate']} vs {c['control']}", "latency (geometric mean)",
+                         f"{c['control_value']:.0f} ms", f"{c['candidate_value']:.0f} ms", f"×{c['ratio']:.3f}",
+                         f"[×{fmt(lo)}, ×{fmt(hi)}]", fmt(c["sequential_p"])])
+        else:
+            rows.append([f"{c['candidate']} vs {c['control']}", c["figure"].replace("_", " "),
+                         fmt(c["control_value"], "pct"), fmt(c["candidate_value"], "pct"), f"{c['diff']:+.4g}",
+                         f"[{fmt(c['confidence_sequence'][0])}, {fmt(c['confidence_sequence'][1])}]",
+                         fmt(c["sequential_p"])])
+    out = _table(["comparison", "per unit", "control", "candidate", "difference", "always-valid 95% CS",
+                  "always-valid p"], rows)
+    out.append("")
+    return out
 
 
 def _when(epoch: float | None) -> str:

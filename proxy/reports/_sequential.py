@@ -20,10 +20,15 @@ mixture likelihood ratio against H₀: θ = θ₀ is (Johari et al., the two-str
   mixture), which GrowthBook's sequential method uses; the running intersection over
   looks is also valid.
 
-Variances are plug-in estimates (σ̂² = p̂(1−p̂) per arm for proportions, the sample variance
-for means), which makes the guarantee asymptotic (Waudby-Smith et al., "Time-uniform central
-limit theory and asymptotic confidence sequences", 2021) — exact for Gaussian data with known
-variance, and checked by simulation in ``tests/reports/test_sequential_simulation.py``.
+Variances are estimates, which makes the guarantee asymptotic (Waudby-Smith et al.,
+"Time-uniform central limit theory and asymptotic confidence sequences", 2021) — exact for
+Gaussian data with known variance, and checked by simulation in
+``tests/reports/test_sequential_simulation.py`` and ``test_verdict_simulation.py``. They are
+**edge-safe** (issue 18): a plug-in p̂(1−p̂)/n is 0 for an arm at 0/n or n/n, which made
+23/450 vs 0/50 look decisive; :func:`proportion_variance` takes the largest of the plug-in,
+the pooled variance under the null and Agresti & Caffo's (2000), and the means functions at
+least the null (pooled) variance — the same rules as ``proxy.reports._estimates``, where they
+are explained.
 
 Choice of τ² (the mixing variance, in the squared units of the difference). The boundary
 in z units depends only on r = τ²/V; b(r) is smallest where r = 2·log(1/α) + log(1 + r),
@@ -55,6 +60,7 @@ __all__ = [
     "confidence_sequence_means",
     "msprt",
     "optimal_mixing_ratio",
+    "proportion_variance",
     "sequential_boundary",
     "sequential_p_value",
     "sequential_p_value_means",
@@ -137,25 +143,41 @@ def msprt(
     return SequentialResult(diff=diff, variance=variance, tau2=tau2, p_value=p, low=low, high=high)
 
 
-def _proportion_parts(s1: int, n1: int, s2: int, n2: int) -> tuple[float, float, float]:
-    """(p2 − p1, V = Σ p̂(1−p̂)/n, per-pair unit variance p̂₁q̂₁ + p̂₂q̂₂).
+def proportion_variance(s1: int, n1: int, s2: int, n2: int, *, edge_safe: bool = True) -> float:
+    """Variance of p̂₂ − p̂₁ that does not collapse at 0 % or 100 %: the largest of
 
-    When both arms are all-fail/all-success the unpooled V is 0; if the arms then differ we
-    fall back to the pooled variance p̄(1−p̄)(1/n1 + 1/n2) so the statistic stays finite."""
+    * the pooled variance under H₀: p₁ = p₂, p̄(1−p̄)(1/n₁ + 1/n₂) with p̄ = (s₁+s₂)/(n₁+n₂)
+      (the variance of the classical two-proportion score test), and
+    * Agresti & Caffo's (Am. Statistician 54(4), 2000): p̃ᵢ = (sᵢ+1)/(nᵢ+2), Σ p̃ᵢ(1−p̃ᵢ)/(nᵢ+2)
+      — one success and one failure added per arm, so it is positive even at 0/n or n/n,
+    * and the plug-in Σ p̂ᵢ(1−p̂ᵢ)/nᵢ itself (Agresti–Caffo's can be a little smaller near ½),
+      so the edge-safe variance is never below the textbook one.
+
+    ``edge_safe=False``: the plug-in Σ p̂ᵢ(1−p̂ᵢ)/nᵢ, which is 0 when both arms are at an edge
+    and only the other arm's when one is (what made 23/450 vs 0/50 look decisive)."""
     if n1 <= 0 or n2 <= 0:
         raise ValueError("both arms need at least one outcome")
     for s, n in ((s1, n1), (s2, n2)):
         if not 0 <= s <= n:
             raise ValueError(f"need 0 <= successes <= n, got {s}, {n}")
     p1, p2 = s1 / n1, s2 / n2
-    u1, u2 = p1 * (1.0 - p1), p2 * (1.0 - p2)
-    var = u1 / n1 + u2 / n2
-    unit = u1 + u2
-    if var == 0.0 and p1 != p2:
-        pooled = (s1 + s2) / (n1 + n2)
-        unit = 2.0 * pooled * (1.0 - pooled)
-        var = pooled * (1.0 - pooled) * (1.0 / n1 + 1.0 / n2)
-    return (p2 - p1, var, unit)
+    plug_in = p1 * (1.0 - p1) / n1 + p2 * (1.0 - p2) / n2
+    if not edge_safe:
+        return plug_in
+    pooled = (s1 + s2) / (n1 + n2)
+    null = pooled * (1.0 - pooled) * (1.0 / n1 + 1.0 / n2)
+    t1, t2 = (s1 + 1) / (n1 + 2), (s2 + 1) / (n2 + 2)
+    adjusted = t1 * (1.0 - t1) / (n1 + 2) + t2 * (1.0 - t2) / (n2 + 2)
+    return max(null, adjusted, plug_in)
+
+
+def _proportion_parts(s1: int, n1: int, s2: int, n2: int) -> tuple[float, float, float]:
+    """(p2 − p1, its edge-safe variance V, per-unit variance σ₁² + σ₂² for the default τ²).
+
+    The per-unit variance is recovered from V as 2·V/(1/n₁ + 1/n₂) (equal per-unit variances),
+    so τ² tracks the variance actually used and r = τ²/V depends on the sample sizes only."""
+    var = proportion_variance(s1, n1, s2, n2)
+    return (s2 / n2 - s1 / n1, var, 2.0 * var / (1.0 / n1 + 1.0 / n2))
 
 
 def _sequential_proportions(
@@ -208,12 +230,22 @@ def confidence_sequence(
     return (max(res.low, -1.0), min(res.high, 1.0))
 
 
-def _mean_parts(var1: float, n1: int, var2: float, n2: int) -> tuple[float, float]:
+def _mean_parts(mean1: float, var1: float, n1: int, mean2: float, var2: float,
+                n2: int) -> tuple[float, float]:
+    """(V, per-unit variance for τ²): Welch's s₁²/n₁ + s₂²/n₂, but at least the variance under
+    the null — all n₁ + n₂ values pooled around their common mean, S²·(1/n₁ + 1/n₂) — so an arm
+    whose few values happen to be equal does not make the difference look exact (the same
+    rule as ``proxy.reports.mean_estimate``)."""
     if n1 < 2 or n2 < 2:
         raise ValueError("need at least 2 observations per arm")
     if var1 < 0 or var2 < 0:
         raise ValueError("variances must be non-negative")
-    return (var1 / n1 + var2 / n2, var1 + var2)
+    n = n1 + n2
+    grand = (n1 * mean1 + n2 * mean2) / n
+    pooled = ((n1 - 1) * var1 + (n2 - 1) * var2
+              + n1 * (mean1 - grand) ** 2 + n2 * (mean2 - grand) ** 2) / (n - 1)
+    var = max(var1 / n1 + var2 / n2, pooled * (1.0 / n1 + 1.0 / n2))
+    return (var, 2.0 * var / (1.0 / n1 + 1.0 / n2))
 
 
 def sequential_p_value_means(
@@ -229,7 +261,7 @@ def sequential_p_value_means(
     tune_n: float = DEFAULT_TUNE_N,
 ) -> float:
     """Always-valid p-value for H₀: μ2 = μ1 from summary statistics (sample variances)."""
-    var, unit = _mean_parts(var1, n1, var2, n2)
+    var, unit = _mean_parts(mean1, var1, n1, mean2, var2, n2)
     if tau2 is None:
         tau2 = _default_tau2(unit, 0.05, tune_n) if unit > 0 else 1.0
     return msprt(mean2 - mean1, var, tau2, previous_p=previous).p_value
@@ -250,7 +282,7 @@ def confidence_sequence_means(
 ) -> tuple[float, float]:
     """Always-valid confidence sequence for μ2 − μ1 from summary statistics."""
     alpha = 1.0 - confidence
-    var, unit = _mean_parts(var1, n1, var2, n2)
+    var, unit = _mean_parts(mean1, var1, n1, mean2, var2, n2)
     if tau2 is None:
         tau2 = _default_tau2(unit, alpha, tune_n) if unit > 0 else 1.0
     res = msprt(mean2 - mean1, var, tau2, alpha=alpha, previous_interval=previous)

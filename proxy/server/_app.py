@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from proxy.canary._state import read_stages
+from proxy.canary._state import read_stages, start_runs
 from proxy.config import load_policy
 from proxy.errors import SluicegateError, error_response
 from proxy.logs import flush_logs, get_logger, set_secrets
@@ -106,6 +106,7 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     app.state.scoring_task = (asyncio.create_task(scoring.run(), name="sluicegate-scoring")
                               if scoring is not None and settings.scoring == "inprocess" else None)
     app.state.reloader = Reloader(app)
+    await _start_canary_runs(store, policy)
     # always running: a reload may add a canary route (the controller idles while there is none)
     app.state.canary_task = asyncio.create_task(_refresh_canary_stages(app), name="sluicegate-canary-stages")
     background = [app.state.canary_task, asyncio.create_task(app.state.gateway.limiter.run(),
@@ -164,6 +165,16 @@ async def _refresh_report_metrics(app: Starlette, every_s: float) -> None:
                 app.state.metrics.report = report_figures(report)
         except Exception as exc:  # noqa: BLE001 - metrics must never take serving down
             log.warning("report_metrics_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+
+
+async def _start_canary_runs(store: Any, policy: Any) -> None:
+    """A run for each canary route without one, before serving: its decisions read only what comes after."""
+    if store.url == "none://" or not any(route.canary is not None for route in policy.routes.values()):
+        return
+    try:
+        await asyncio.wait_for(start_runs(store, policy), timeout=5.0)
+    except Exception as exc:  # noqa: BLE001 - the store is down or slow: the controller starts the runs later
+        log.warning("canary_runs_not_started", error=f"{type(exc).__name__}: {exc}"[:300])
 
 
 async def _refresh_canary_stages(app: Starlette) -> None:

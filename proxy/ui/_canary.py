@@ -37,8 +37,17 @@ def _figure_table(figures: dict[str, Any] | None) -> dict[str, Any]:
             if key.startswith(side + "_") and key[len(side) + 1:] not in names:
                 names.append(key[len(side) + 1:])
     arms = [{"figure": n, **{side: figures.get(f"{side}_{n}") for side in _SIDES}} for n in names]
-    other = [{"figure": k, "value": v} for k, v in figures.items() if not k.startswith(_SIDES)]
+    other = [{"figure": k, "value": _plan_text(v) if k == "plan" else v} for k, v in figures.items()
+             if not k.startswith(_SIDES)]
     return {"arms": arms, "other": other}
+
+
+def _plan_text(plan: Any) -> str:
+    """The decision's per-stage plan in one line: stage: baseline / candidate outcomes still needed (hours)."""
+    if not isinstance(plan, list):
+        return str(plan)
+    return "; ".join(f"{row['stage']:g}%: {row['baseline_outcomes_needed']} / {row['candidate_outcomes_needed']}"
+                     + (f" ({row['hours']:.1f} h)" if row.get("hours") is not None else "") for row in plan)
 
 
 async def canary_data(gateway: Any, route: str, report_route: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+from pathlib import Path
 
 import pytest
-from proxy.canary import ArmFigures, CanaryFigures, Decision, decide, next_stage
+from proxy.canary import ArmFigures, CanaryFigures, Decision, Evidence, decide, next_stage, rollback_rules
 from proxy.config import Canary
+from proxy.reports import Estimate
 
 STAGES = [1, 5, 25, 50, 100]
 
@@ -164,7 +166,7 @@ def test_critical_failure_beyond_max_rolls_back_at_once() -> None:
     assert (d.action, d.rule, d.from_stage, d.to_stage) == ("rollback", "critical_failures", 5, 0)
     assert d.figures["candidate_critical_failures"] == 1
     assert d.figures["critical_failures_max"] == 0
-    assert "1 critical failures" in d.reason
+    assert "had 1 requests with a critical failure in this run" in d.reason
     # ... also with no samples at all, and at 100%
     d = decide(c, 1, CanaryFigures(arm(0, 0), arm(0, 0, requests=1, critical_failures=1)))
     assert d.rule == "critical_failures"
@@ -176,35 +178,96 @@ def test_critical_failure_beyond_max_rolls_back_at_once() -> None:
     assert d.action == "promote"
 
 
-def test_guard_failure_rate_rollback_needs_evidence() -> None:
-    c = make_canary(guardrails={"guard_failure_rate": {"max_increase": 0.02}})
-    # 5% vs 15% on 2000 requests each: clear evidence of more than +2 points
-    d = decide(c, 5, CanaryFigures(arm(1200, 2000, guard_failures=100),
-                                   arm(1200, 2000, guard_failures=300)))
-    assert (d.action, d.rule) == ("rollback", "guardrail_guard_failure_rate")
-    assert d.figures["guard_failure_rate_cs_low"] > 0.02
-    # the same rates on 20 requests: no evidence, so no rollback
-    d = decide(c, 5, CanaryFigures(arm(12, 20, guard_failures=1),
-                                   arm(12, 20, guard_failures=3)))
-    assert d.rule == "need_samples"
-    # an increase within max_increase, however precise, is fine
-    d = decide(c, 5, CanaryFigures(arm(60_000, 100_000, guard_failures=5_000),
-                                   arm(60_000, 100_000, guard_failures=5_500)))
-    assert d.rule != "guardrail_guard_failure_rate"
+def test_critical_failure_rate_rolls_back_on_evidence_of_an_increase_not_on_a_baseline_that_has_some_too() -> None:
+    """`max: 0` rolls back an A/A candidate as soon as it has one critical failure; when the baseline has
+    them too, the relative rule (max_increase) is the one to use."""
+    rel = make_canary(guardrails={"critical_failures": {"max_increase": 0.005}})
+    same = CanaryFigures(arm(60_000, 100_000, critical_failures=300), arm(60_000, 100_000, critical_failures=310))
+    d = decide(rel, 5, same)
+    assert d.action == "promote" and d.figures["critical_failure_rate_cs_low"] < 0.005
+    assert decide(make_canary(), 5, same).rule == "critical_failures"  # the absolute count: rolled back
+    worse = CanaryFigures(arm(60_000, 100_000, critical_failures=300), arm(60_000, 100_000, critical_failures=1500))
+    d = decide(rel, 5, worse)
+    assert (d.action, d.rule) == ("rollback", "guardrail_critical_failure_rate")
+    assert d.figures["critical_failure_rate_cs_low"] > 0.005
+    # reference: a one-sided z test of 1500 vs 300 in 100,000 against an increase of 0.005 is far beyond α
+    from scipy.stats import norm
+    p1, p2 = 300 / 100_000, 1500 / 100_000
+    z = (p2 - p1 - 0.005) / math.sqrt(p1 * (1 - p1) / 100_000 + p2 * (1 - p2) / 100_000)
+    assert norm.sf(z) < d.figures["alpha_rollback"]
 
 
-def test_latency_rollback_needs_min_samples_requests() -> None:
-    c = make_canary()
-    slow = CanaryFigures(arm(600, 1000, latency_p95_ms=800.0),
-                         arm(600, 1000, latency_p95_ms=1300.0))
-    d = decide(c, 25, slow)
+def test_critical_failures_needs_max_or_max_increase() -> None:
+    with pytest.raises(ValueError, match="max .*and/or max_increase"):
+        make_canary(guardrails={"critical_failures": {}})
+    both = make_canary(guardrails={"critical_failures": {"max": 3, "max_increase": 0.01}})
+    assert (both.guardrails.critical_failures.max, both.guardrails.critical_failures.max_increase) == (3, 0.01)
+
+
+def test_the_rollback_rules_share_alpha() -> None:
+    c = make_canary()  # guard failure rate, latency, critical max (a count: not a test)
+    assert rollback_rules(c) == ["guardrail_guard_failure_rate", "guardrail_latency", "inferior"]
+    d = decide(c, 5, CanaryFigures(arm(600, 1000), arm(600, 1000)))
+    assert d.figures["alpha_rollback"] == pytest.approx(0.05 / 3)
+    bare = make_canary(guardrails={})
+    assert rollback_rules(bare) == ["inferior"]
+    assert decide(bare, 5, CanaryFigures(arm(600, 1000), arm(600, 1000))).figures["alpha_rollback"] == 0.05
+
+
+def test_latency_rolls_back_on_evidence_from_per_unit_log_latency() -> None:
+    c = make_canary()  # max_ratio 1.5
+    counts = CanaryFigures(arm(600, 1000), arm(600, 1000))
+
+    def with_latency(diff: float, variance: float, n: int = 1000) -> CanaryFigures:
+        return dataclasses.replace(counts, evidence=Evidence(log_latency=Estimate(diff, variance, n, n)))
+
+    # 1.8x slower (ln 1.8 = 0.588), precisely: rolled back
+    d = decide(c, 25, with_latency(math.log(1.8), 0.0005))
     assert (d.action, d.rule, d.to_stage) == ("rollback", "guardrail_latency", 0)
-    assert d.figures["latency_p95_ratio"] == pytest.approx(1300 / 800)
-    assert d.figures["latency_max_ratio"] == 1.5
-    few = CanaryFigures(arm(60, 100, latency_p95_ms=800.0), arm(60, 100, latency_p95_ms=1300.0))
-    assert decide(c, 25, few).rule == "need_samples"
-    ok = CanaryFigures(arm(600, 1000, latency_p95_ms=800.0), arm(600, 1000, latency_p95_ms=1100.0))
-    assert decide(c, 25, ok).rule != "guardrail_latency"
+    assert d.figures["latency_ratio"] == pytest.approx(1.8)
+    assert d.figures["latency_ratio_cs_low"] > 1.5 and d.figures["latency_max_ratio"] == 1.5
+    # 1.8x on a noisy estimate: no evidence beyond 1.5x yet
+    assert decide(c, 25, with_latency(math.log(1.8), 0.05)).rule != "guardrail_latency"
+    # 1.3x however precise: within the allowed ratio
+    assert decide(c, 25, with_latency(math.log(1.3), 1e-6)).rule != "guardrail_latency"
+    # counts carry no latency: no latency rule without evidence (a p95 ratio alone never rolls back)
+    slow = CanaryFigures(arm(60_000, 100_000, latency_p95_ms=800.0), arm(60_000, 100_000, latency_p95_ms=3000.0))
+    assert decide(c, 25, slow).rule == "non_inferior"
+
+
+def test_the_plan_uses_the_stage_allocation_and_the_current_rate() -> None:
+    from proxy.reports import outcomes_needed
+
+    c = make_canary(min_samples=200)
+    # 2 h into the 5% stage: 950 baseline and 50 candidate outcomes in it (500 per hour)
+    figs = CanaryFigures(arm(600, 1000, stage_outcomes=950), arm(30, 50, stage_outcomes=50), stage_elapsed_s=7200)
+    d = decide(c, 5, figs)
+    assert d.rule == "need_samples"
+    here, *later = d.figures["plan"]
+    assert here["stage"] == 5.0 and [r["stage"] for r in later] == [25.0, 50.0]
+    need = outcomes_needed(0.6, 0.02, allocation=0.05, p_candidate=0.6, power=0.8)  # the actual split
+    assert here["for_non_inferiority"] == [need.baseline - 1000, need.candidate - 50]
+    assert here["for_sample_gate"] == [0, 150]
+    assert (here["baseline_outcomes_needed"], here["candidate_outcomes_needed"]) == (
+        need.baseline - 1000, need.candidate - 50)
+    rate = 1000 / 7200  # outcomes per second, both arms
+    hours = max((need.baseline - 1000) / (rate * 0.95), (need.candidate - 50) / (rate * 0.05)) / 3600
+    assert here["hours"] == pytest.approx(hours)
+    at25 = later[0]
+    assert (at25["baseline_outcomes_needed"], at25["candidate_outcomes_needed"]) == (200, 200)
+    assert at25["hours"] == pytest.approx(max(200 / (rate * 0.75), 200 / (rate * 0.25)) / 3600)
+    assert at25["hours_from_now"] == pytest.approx(hours + at25["hours"])
+    assert "h more at the current rate" in d.reason
+
+
+def test_the_readme_canary_example_is_what_decide_returns() -> None:
+    """README "Canary decisions": 392/500 vs 406/500 at 5% holds (the old README said "promoted")."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    c = make_canary(baseline="prod", candidate="candidate", success_metric="task_success", stages=[5, 25, 50, 100],
+                    min_samples=400, guardrails={})
+    d = decide(c, 5, CanaryFigures(arm(392, 500), arm(406, 500)))
+    assert (d.action, d.rule) == ("hold", "inconclusive")
+    assert f"{d.action} [{d.rule}] {d.reason}\n" in readme
 
 
 def test_need_samples_uses_stage_outcomes() -> None:
@@ -253,13 +316,13 @@ def test_every_decision_carries_figures_and_rule() -> None:
     for r in (simulate(1, 0.60, 0.75), simulate(2, 0.60, 0.45), simulate(3, 0.60, 0.60)):
         for d in r:
             assert d.rule in {"non_inferior", "need_samples", "inconclusive", "inferior",
-                              "guardrail_guard_failure_rate", "guardrail_latency",
+                              "guardrail_guard_failure_rate", "guardrail_latency", "guardrail_critical_failure_rate",
                               "critical_failures", "final_stage"}
             assert d.reason
             for key in ("baseline_successes", "baseline_outcomes", "candidate_successes",
                         "candidate_outcomes", "candidate_requests", "candidate_guard_failures",
                         "candidate_critical_failures", "baseline_latency_p95_ms",
-                        "min_samples", "alpha", "margin", "stage_percent"):
+                        "min_samples", "alpha", "alpha_rollback", "margin", "stage_percent", "periods", "unit"):
                 assert key in d.figures
             if d.rule in ("non_inferior", "inconclusive", "inferior"):
                 assert {"success_cs_low", "success_cs_high", "success_diff"} <= d.figures.keys()
@@ -285,22 +348,3 @@ def test_next_stage() -> None:
     assert next_stage(STAGES, 100) is None
     assert next_stage([0.5, 2.5], 0.5) == 2.5
     assert next_stage([], 0) is None
-
-
-async def test_a_decision_and_its_state_are_stored_together_and_read_back(tmp_path) -> None:
-    from proxy.canary._state import decision_rows, history, read_stages
-    from proxy.records import SQLiteStore
-
-    store = SQLiteStore(tmp_path / "c.db")
-    await store.open()
-    try:
-        await store.write_records(decision_rows("bot", action="promote", from_stage=1, to_stage=5, status="running",
-                                                rule="non_inferior", reason="ok", figures={"lower": -0.01}, now=10))
-        await store.write_records(decision_rows("bot", action="rollback", from_stage=5, to_stage=0,
-                                                status="rolled_back", rule="manual", reason="bad", actor="ana", now=20))
-        assert await read_stages(store) == {"bot": (0.0, "rolled_back")}
-        log = await history(store, "bot")
-        assert [(d["action"], d["from_stage"], d["to_stage"], d["actor"]) for d in log] == [
-            ("rollback", 5.0, 0.0, "ana"), ("promote", 1.0, 5.0, "controller")]
-    finally:
-        await store.close()

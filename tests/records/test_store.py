@@ -92,8 +92,10 @@ async def test_fresh_store_creates_schema_with_wal(store: SQLiteStore) -> None:
              "completion_tokens", "cost_usd"),
             ("route", "variant", "attempt", "served", "ttft_ms", "started_at"),
             ("route", "variant", "model_served", "system_fingerprint", "attempt", "started_at"),
-            ("request_id", "attempt", "route", "variant", "started_at"),
-            ("episode_id", "route", "variant", "attempt", "started_at"),
+            ("request_id", "attempt", "route", "variant", "started_at", "bucket", "user_id", "episode_id",
+             "policy_version", "served", "latency_ms", "guard_failures", "failed_guards"),  # v9: report units
+            ("episode_id", "route", "variant", "attempt", "started_at", "bucket", "user_id"),
+            ("route", "policy_version", "started_at"),  # v9, partial: attempt = 1
             ("request_id",),  # partial: attempt > 1
             ("route", "started_at"),  # partial: guard_failures > 0
             ("level", "request_id"),
@@ -320,8 +322,8 @@ async def test_report_columns_are_filled_on_write_and_by_the_v3_migration(tmp_pa
         assert migrated == expected
         assert expected[0][:8] == ("fallback", 12.5, 3.0, 10, 4, 0.002, "fp_x", 2)
         assert orjson.loads(expected[0][8]) == [["invented_tool_param", "major"], ["pii", "critical"]]
-        assert expected[1][1:] == (None,) * 6 + (0, None, 0)
-        assert expected[2][3:5] == (7.5, None) and expected[2][7:] == (0, None, 0)
+        assert expected[1][1:] == (None,) * 6 + (0, None, 0, None, None)  # v9: bucket, policy_version
+        assert expected[2][3:5] == (7.5, None) and expected[2][7:] == (0, None, 0, None, None)
         # a dict row (as replayed from the spill file) gives the same columns as the Record
         await s.write_records([rec(1, id="again", latency_ms=12.5, ttft_ms=3.0, cost_usd=0.002,
                                    system_fingerprint="fp_x", guards=guards, attempt_reason="fallback",

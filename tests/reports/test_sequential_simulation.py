@@ -1,9 +1,11 @@
 """Simulations (seeded, plain loops): the always-valid test keeps its false-positive rate
 under repeated looks where a naive fixed-horizon z-test does not, and still has power.
 
-Measured at these seeds (see the asserts): A/A 2,000 experiments × 20 looks × 50 per arm
-per look: sequential 0.0135, naive z-test at every look 0.2705. 0.5 vs 0.6, 20 looks up to
-1,000 per arm: detected in 0.958 of 500 experiments (0.85 at 800, 0.64 at 500 per arm).
+Measured at these seeds (see the asserts), with the edge-safe variance of issue 18: A/A 2,000
+experiments × 20 looks × 50 per arm per look: sequential 0.0115 (0.0135 with the plug-in
+variance before), naive z-test at every look 0.2705. 0.5 vs 0.6, 20 looks up to 1,000 per arm:
+detected in 0.956 of 500 experiments (0.958 before). Unequal splits and rare events are in
+``test_verdict_simulation.py``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import random
 
 import pytest
+
+from scipy import stats
 
 from proxy.reports import (
     confidence_sequence,
@@ -52,7 +56,7 @@ def test_aa_sequential_false_positive_rate_is_below_alpha_where_naive_peeking_is
     assert seq <= ALPHA
     assert cs_miss <= ALPHA
     assert naive > 2 * ALPHA  # peeking at a fixed-horizon test 20 times: ~25%
-    assert 0.15 < naive < 0.35 and seq < 0.03  # measured: 0.2705 and 0.0135
+    assert 0.15 < naive < 0.35 and seq < 0.03  # measured: 0.2705 and 0.0115
 
 
 def test_aa_low_base_rate_and_small_looks():
@@ -122,3 +126,35 @@ def test_explicit_tau2_is_used():
 def test_means_confidence_sequence_contains_the_estimate():
     low, high = confidence_sequence_means(1.0, 4.0, 200, 1.5, 4.0, 200)
     assert low < 0.5 < high
+
+
+# ----------------------------------------------------------------- the count-based API at the edges
+
+
+@pytest.mark.parametrize(("s1", "n1", "s2", "n2"), [(23, 450, 0, 50), (500, 500, 30, 30), (0, 500, 0, 30),
+                                                    (270, 300, 30, 30), (2, 2970, 3, 30)])
+def test_count_based_sequence_and_p_value_are_edge_safe(s1, n1, s2, n2):
+    """The canary reads ``confidence_sequence`` and the reports ``sequential_p_value``: neither
+    may collapse when an arm is at 0 % or 100 %. Each is at least as cautious as Fisher's
+    exact test at this one look, and the sequence is never a point."""
+    p = sequential_p_value(s1, n1, s2, n2)
+    fisher = stats.fisher_exact([[s2, n2 - s2], [s1, n1 - s1]])[1]
+    assert p >= fisher or p >= ALPHA
+    low, high = confidence_sequence(s1, n1, s2, n2)
+    assert high - low > 0.05
+    # 30/30 vs 500/500: a candidate with only 30 outcomes is not shown non-inferior at a 2-point margin
+    if (s1, n1, s2, n2) == (500, 500, 30, 30):
+        assert low < -0.02
+
+
+def test_means_api_is_edge_safe_like_mean_estimate():
+    from proxy.reports import always_valid, mean_estimate, unit_sums
+
+    xs = [float(i % 7) for i in range(40)]
+    ys = [4.0] * 31  # a small arm whose values happen to be equal: Welch's variance ignores it
+    m1, m2 = sum(xs) / 40, 4.0
+    v1 = sum((x - m1) ** 2 for x in xs) / 39
+    res = always_valid(mean_estimate(unit_sums(xs), unit_sums(ys)))
+    assert res.variance > 1.2 * v1 / 40
+    assert sequential_p_value_means(m1, v1, 40, m2, 0.0, 31) == pytest.approx(res.p_value, rel=1e-9)
+    assert confidence_sequence_means(m1, v1, 40, m2, 0.0, 31) == pytest.approx((res.low, res.high), rel=1e-9)
