@@ -693,7 +693,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from proxy.records import StoreURLError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    since, until = getattr(args, "since", None), getattr(args, "until", None)
+    if since is not None and until is not None and since > until:  # as the HTTP endpoints: an empty window
+        parser.error(f"--since is after --until ({since:.0f} > {until:.0f}): the window would be empty")
     try:
         return int(args.func(args) or 0)
     except StoreURLError as exc:

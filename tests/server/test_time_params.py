@@ -134,6 +134,18 @@ def test_cli_time_options_refuse_bad_values_as_usage_errors(tmp_path: Path, argv
     assert not (tmp_path / "untouched.db").exists()  # refused before anything ran
 
 
+
+@pytest.mark.parametrize("command", [["report"], ["export"], ["corpus", "build", "--route", "bot", "--size", "5"]])
+def test_cli_since_after_until_is_a_usage_error(tmp_path: Path, command: list[str],
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """As over HTTP: a window that ends before it begins selects nothing, so it is refused, not run."""
+    store = f"sqlite:///{tmp_path}/untouched.db"
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--since=2026-02-01", "--until=2026-01-01", "--store", store])
+    assert exit_.value.code == 2
+    assert "--since is after --until" in capsys.readouterr().err
+    assert not (tmp_path / "untouched.db").exists()
+
 def test_cli_prune_refuses_bad_ages(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store = f"sqlite:///{tmp_path}/untouched.db"
     for value in ("nan", "inf", "1e400", "-1", "soon"):
