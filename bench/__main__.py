@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench import report as rep
 from bench.scenarios import full_scenarios, quick_scenarios, run_scenario
-from bench.systems import LITELLM_VENV, LITELLM_VERSION, SYSTEMS, Sluicegate, pin, shell, wait_http
+from bench.systems import LITELLM_VENV, LITELLM_VERSION, SYSTEMS, Sluicegate, pin, repo_relative, shell, wait_http
 
 RECORDER = "recorder"  # the scenario run once per bench, not per system
 # python -m bench.recorder arguments: full run / --quick
@@ -233,8 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     report["reference"] = rep.reference(report)
     report["elapsed_s"] = round(time.time() - started, 1)
     report["litellm_pinned_version"] = LITELLM_VERSION
-    (out / "latest.json").write_text(json.dumps(report, indent=2, default=str))
-    md = rep.markdown(report)
+    (out / "latest.json").write_text(repo_relative(json.dumps(report, indent=2, default=str)))
+    md = repo_relative(rep.markdown(report))
     (out / "latest.md").write_text(md)
     print(md)
     log(f"bench: wrote {out / 'latest.md'} and {out / 'latest.json'} in {report['elapsed_s']} s")

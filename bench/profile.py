@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench.scenarios import configure_mock
-from bench.systems import System, pin, shell
+from bench.systems import System, pin, repo_relative, shell
 
 TOOLS = Path("/tmp/bench-tools")
 
@@ -62,6 +62,7 @@ def profile(system: System, mock_port: int, load_core: int | None, out: Path, se
         if rec.returncode != 0:
             result["error"] = rec.stderr[-1000:]
             return result
+        path.write_text(repo_relative(path.read_text()))  # py-spy writes its own command line into the file
         result[fmt] = str(path)
     top, total = top_own(out / f"profile-{system.name}.txt")
     result["samples"] = total

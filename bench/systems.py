@@ -22,6 +22,11 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def repo_relative(text: str) -> str:
+    """`text` with this checkout's absolute path taken out, so committed results name no machine's layout."""
+    return text.replace(f"{ROOT}/", "").replace(str(ROOT), ".")
 LITELLM_VERSION = "1.100.5"  # newer releases need certifi>=2026.10.19, not installable here
 LITELLM_VENV = Path("/tmp/bench-litellm")
 

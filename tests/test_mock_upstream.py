@@ -26,8 +26,8 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from proxy.mock_upstream import MockConfig, MockModel, MockServer, load_config, synthesize
 from tests._mock_client import Client, client, make_client  # noqa: F401 (fixtures)
+from tests._spec import SPEC_PATH
 
-SPEC_PATH = Path("/work/shared/openai-spec/schemas.json")
 ROOT = Path(__file__).resolve().parents[1]
 
 

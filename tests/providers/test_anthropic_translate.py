@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -24,8 +23,8 @@ from proxy.providers._anthropic_translate import (
     from_anthropic,
     to_anthropic,
 )
+from tests._spec import SPEC_PATH
 
-SPEC_PATH = Path("/work/shared/openai-spec/schemas.json")
 M = "claude-sonnet-4-5"
 NOW = 1_700_000_000.75
 CREATED = 1_700_000_000

@@ -29,8 +29,8 @@ from proxy.providers._scrub import mask_key_like
 from proxy.providers._sse import EventTooLarge
 from tests._hostile_upstream import HostileUpstream
 from tests.e2e.conftest import Gateway, records
+from tests._spec import SPEC_PATH
 
-SPEC_PATH = Path("/work/shared/openai-spec/schemas.json")
 API_KEY = "sk-proj-HOSTILEtestKEY0123456789abcdefGHIJKLMNOPqrstuvwx"
 # a secret that no key-like detector would notice: only the provider's own list can mask it
 HEADER_SECRET = "plain-words-header-secret-that-looks-harmless"

@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import pytest
 
 from proxy.records import Record, Recorder, SQLiteStore
 from proxy.records._seal import encode_row
+from tests.records._wait import wait_until
 
 EMAIL = "zebulon.quartzfeather@example.org"  # redacted capture: must never reach the journal
 
@@ -47,17 +47,6 @@ def stored(path: str | Path) -> tuple[int, int, list[str]]:
         count, distinct = conn.execute("SELECT count(*), count(DISTINCT id) FROM records").fetchone()
         return count, distinct, sorted(r for (r,) in conn.execute("SELECT id FROM records"))
 
-
-async def wait_until(cond: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = cond()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 class StuckStore:

@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from proxy.records import Record, Recorder, SQLiteStore, open_store
+from tests.records._wait import wait_until
 
 SECRET_MARK = "Zebulon-Quartzfeather"  # in every record's prompt: must never reach a log line
 
@@ -55,18 +56,6 @@ async def store(tmp_path: Path):
     yield s
     await s.close()
 
-
-async def wait_until(cond: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = cond()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 def distinct_ids(path: str) -> tuple[int, int]:

@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from proxy.config import parse_policy
 from proxy.mock_upstream import create_app as create_mock
 from proxy.records import Record, Recorder, SQLiteStore
 from proxy.server import Settings, create_app
+from tests.records._wait import wait_until
 
 BIG = "x" * 20_000  # every record needs new pages
 
@@ -62,17 +62,6 @@ def stored_ids(path: str | Path) -> list[str]:
     with contextlib.closing(sqlite3.connect(path)) as conn:
         return [row[0] for row in conn.execute("SELECT id FROM records")]
 
-
-async def wait_until(cond: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = cond()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 # --------------------------------------------------------------------------- the recorder

@@ -18,6 +18,7 @@ from proxy.config import PolicyError, parse_policy
 from proxy.mock_upstream import MockConfig, MockModel, create_app as create_mock
 from proxy.reports import build_report
 from proxy.server import Settings, create_app
+from tests._spec import SPEC_PATH
 
 POLICY = """\
 providers:
@@ -27,7 +28,6 @@ models:
 routes:
   bot: {model: prod, capture: full, cache: {mode: exact, ttl: TTL}, guards: [tool_params]}
 """
-SPEC_PATH = Path("/work/shared/openai-spec/schemas.json")
 
 
 @contextlib.asynccontextmanager
